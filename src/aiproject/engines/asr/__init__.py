@@ -1,0 +1,1 @@
+"""asr engines."""

@@ -1,0 +1,48 @@
+"""The speech-recognition interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE = 16_000
+FloatAudio = npt.NDArray[np.float32]  # mono, 16 kHz, range [-1, 1]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A recognised stretch of speech."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What was said."""
+
+    text: str
+    language: str | None
+    duration_s: float
+    segments: tuple[Segment, ...] = ()
+
+
+class ASR(ABC):
+    """Turns 16 kHz mono speech into text."""
+
+    name: str = "asr"
+
+    @abstractmethod
+    async def transcribe(self, audio: FloatAudio, *, language: str | None = None) -> Transcript:
+        """Transcribe ``audio``; ``language`` is a hint (ISO 639-1, e.g. "zh", "en")."""
+
+    def describe(self) -> str:
+        """Return a one-line description (backend, model)."""
+        return self.name
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""

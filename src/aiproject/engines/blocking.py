@@ -1,0 +1,99 @@
+"""Run blocking inference off the event loop, in bounded pools, cancellably."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+class Cancelled(Exception):
+    """Raised inside a producer thread when its consumer went away."""
+
+
+class BlockingPool:
+    """A bounded thread pool for one engine: at most ``workers`` inferences at once."""
+
+    def __init__(self, name: str, workers: int = 1) -> None:
+        self.name = name
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the pool and return its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    async def iterate(
+        self,
+        produce: Callable[[threading.Event], Iterator[T]],
+        *,
+        buffer: int = 64,
+    ) -> AsyncIterator[T]:
+        """Run a blocking generator in the pool and yield its items on the event loop.
+
+        ``produce`` receives a stop event that is set when the consumer stops early
+        (break, cancellation, client gone); the generator must check it between items so
+        the inference stops promptly and frees its worker.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=buffer)
+        stop = threading.Event()
+
+        def put(item: object) -> None:
+            fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            while not stop.is_set():
+                try:
+                    fut.result(timeout=0.1)
+                    return
+                except TimeoutError:
+                    continue
+            fut.cancel()
+
+        def worker() -> None:
+            try:
+                for item in produce(stop):
+                    if stop.is_set():
+                        break
+                    put(item)
+            except Cancelled:
+                pass
+            except BaseException as err:  # handed to the consumer, which re-raises it
+                put(_Failure(err))
+                return
+            finally:
+                if not stop.is_set():
+                    put(_DONE)
+
+        future = loop.run_in_executor(self._executor, worker)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item  # type: ignore[misc]
+        finally:
+            stop.set()
+            # Drain so a producer blocked on a full queue sees the stop promptly.
+            while not queue.empty():
+                queue.get_nowait()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(future)
+
+    def shutdown(self) -> None:
+        """Stop accepting work; running inferences finish."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error

@@ -1,0 +1,57 @@
+"""Typed engine errors: every backend wraps foreign exceptions in one of these."""
+
+from __future__ import annotations
+
+from aiproject.errors import AiProjectError
+
+
+class EngineError(AiProjectError):
+    """An engine could not do what it was asked."""
+
+
+class EngineUnavailable(EngineError):
+    """A backend cannot be used: missing package, model file or configuration."""
+
+
+class BadInput(EngineError):
+    """The input is empty, undecodable, of the wrong shape or too large."""
+
+
+class MediaError(BadInput):
+    """Audio or image bytes that cannot be decoded."""
+
+
+class LLMError(EngineError):
+    """Text generation failed."""
+
+
+class ASRError(EngineError):
+    """Speech recognition failed."""
+
+
+class VADError(EngineError):
+    """Voice activity detection failed."""
+
+
+class TTSError(EngineError):
+    """Speech synthesis failed."""
+
+
+class OCRError(EngineError):
+    """Text recognition failed."""
+
+
+class FaceError(EngineError):
+    """Face detection or embedding failed."""
+
+
+class ImageError(EngineError):
+    """Image classification failed."""
+
+
+class VisionError(EngineError):
+    """Vision-language generation failed."""
+
+
+class RemoteError(EngineError):
+    """A production backend over HTTP answered with an error or not at all."""

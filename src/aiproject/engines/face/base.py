@@ -1,0 +1,72 @@
+"""The face interface: detect, align, embed, compare."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from aiproject.engines.images import RGBImage
+
+Embedding = npt.NDArray[np.float32]
+
+
+class Metric(StrEnum):
+    """How embeddings are compared."""
+
+    EUCLIDEAN = "euclidean"
+    COSINE = "cosine"
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A detected face in pixel coordinates of the original image."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    score: float
+
+    @property
+    def area(self) -> int:
+        """Return the box area in pixels."""
+        return max(0, self.right - self.left) * max(0, self.bottom - self.top)
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face and its embedding."""
+
+    box: FaceBox
+    embedding: Embedding
+
+
+class FaceEngine(ABC):
+    """Detects faces and embeds them so that one person's faces lie close together."""
+
+    name: str = "face"
+    metric: Metric = Metric.EUCLIDEAN
+    dim: int = 128
+
+    @abstractmethod
+    async def detect(self, image: RGBImage) -> list[FaceBox]:
+        """Return the faces in ``image``, largest first."""
+
+    @abstractmethod
+    async def embed(self, image: RGBImage, *, max_faces: int = 1) -> list[Face]:
+        """Detect, align and embed up to ``max_faces`` faces, largest first."""
+
+    def distance(self, a: Embedding, b: Embedding) -> float:
+        """Return the distance between two embeddings in this engine's metric."""
+        if self.metric is Metric.COSINE:
+            denom = float(np.linalg.norm(a) * np.linalg.norm(b)) or 1.0
+            return 1.0 - float(np.dot(a, b)) / denom
+        return float(np.linalg.norm(a - b))
+
+    def describe(self) -> str:
+        """Return a one-line description."""
+        return self.name

