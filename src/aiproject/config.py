@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     # SQLAlchemy async URL; empty means SQLite at <data_dir>/aiproject.db.
     database_url: str = ""
-    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["logfmt", "json"] = "logfmt"
     api_tokens: list[SecretStr] = []
     surfaces: SurfacesSettings = SurfacesSettings()

@@ -9,6 +9,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from aiproject.engines.errors import FaceError
 from aiproject.engines.images import RGBImage
 
 Embedding = npt.NDArray[np.float32]
@@ -59,6 +60,13 @@ class FaceEngine(ABC):
     @abstractmethod
     async def embed(self, image: RGBImage, *, max_faces: int = 1) -> list[Face]:
         """Detect, align and embed up to ``max_faces`` faces, largest first."""
+
+    async def best_face(self, image: RGBImage) -> Face:
+        """Return the largest face in ``image`` or raise ``FaceError("no-face")``."""
+        faces = await self.embed(image, max_faces=1)
+        if not faces:
+            raise FaceError("no-face", "no face was found in the image")
+        return faces[0]
 
     def distance(self, a: Embedding, b: Embedding) -> float:
         """Return the distance between two embeddings in this engine's metric."""

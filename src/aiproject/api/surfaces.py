@@ -1,0 +1,55 @@
+"""One ASGI app per surface. Each spec's api module adds its routes to its surface here."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from aiproject import __version__
+from aiproject.config import Surface
+from aiproject.context import AppContext
+
+
+def _health(surface: Surface) -> Route:
+    async def health(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "surface": surface.value, "version": __version__})
+
+    return Route("/health", health, methods=["GET"])
+
+
+def _bare(surface: Surface, ctx: AppContext) -> Starlette:
+    app = Starlette(routes=[_health(surface)])
+    app.state.ctx = ctx
+    return app
+
+
+def create_tools_app(ctx: AppContext) -> ASGIApp:
+    """Spec 01 tool WebSockets (port 3304)."""
+    return _bare(Surface.TOOLS, ctx)
+
+
+def create_assistant_ws_app(ctx: AppContext) -> ASGIApp:
+    """Spec 01 flow over WebSocket (port 444)."""
+    return _bare(Surface.ASSISTANT_WS, ctx)
+
+
+def create_assistant_http_app(ctx: AppContext) -> ASGIApp:
+    """Spec 01 flow over HTTP (port 10925)."""
+    return _bare(Surface.ASSISTANT_HTTP, ctx)
+
+
+def create_avatar_app(ctx: AppContext) -> ASGIApp:
+    """Spec 05 digital human over WebRTC (port 8010)."""
+    return _bare(Surface.AVATAR, ctx)
+
+
+def create_http_app(ctx: AppContext) -> ASGIApp:
+    """Specs 02 (REST), 03 (Lingxi) and 04 (pets) on the shared HTTP port."""
+    app = FastAPI(title="AiProject", version=__version__)
+    app.state.ctx = ctx
+    app.router.routes.append(_health(Surface.HTTP))
+    return app

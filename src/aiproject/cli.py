@@ -1,0 +1,116 @@
+"""The `aiproject` command: serve, doctor, prepare."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from aiproject import __version__
+from aiproject.config import Settings, Surface, load_settings
+from aiproject.errors import AiProjectError
+from aiproject.logs import configure
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    config: Path | None = args.config
+    if config is not None and not config.is_file():
+        raise SystemExit(f"aiproject: config file not found: {config}")
+    try:
+        return load_settings(config)
+    except ValidationError as err:
+        raise SystemExit(f"aiproject: invalid settings:\n{err}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiproject.server import serve
+
+    settings = _settings(args)
+    configure(settings.log_level, settings.log_format)
+    only = Surface(args.only) if args.only else None
+    try:
+        asyncio.run(serve(settings, only))
+    except AiProjectError as err:
+        print(f"aiproject: {err.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from aiproject import doctor
+    from aiproject.engines.models import ModelStore, Progress
+    from aiproject.engines.registry import Engines
+
+    settings = _settings(args)
+    configure("warning", settings.log_format)
+
+    async def run() -> list[doctor.Check]:
+        engines = Engines(settings, ModelStore(settings.resolved_models_dir, Progress.auto()))
+        try:
+            return await doctor.run(settings, engines, smoke=not args.no_smoke)
+        finally:
+            await engines.aclose()
+
+    checks = asyncio.run(run())
+    print(doctor.render(checks))
+    ok = doctor.healthy(checks)
+    print("doctor: all required parts work" if ok else "doctor: some required parts are broken")
+    return 0 if ok else 1
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from aiproject.engines.image.efficientnet_onnx import convert_efficientnet_lite0
+    from aiproject.engines.models import ModelStore, Progress
+
+    settings = _settings(args)
+    configure("info", settings.log_format)
+    store = ModelStore(settings.resolved_models_dir, Progress(enabled=True))
+    try:
+        for name, prepare in (
+            ("asr", store.whisper_base),
+            ("llm", store.gemma_gguf),
+            ("image", lambda: store.efficientnet_onnx(convert_efficientnet_lite0)),
+        ):
+            print(f"{name}: {prepare()}")
+    except AiProjectError as err:
+        print(f"aiproject: {err.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the argument parser."""
+    top = argparse.ArgumentParser(prog="aiproject", description=__doc__)
+    top.add_argument("--version", action="version", version=f"aiproject {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--config", type=Path, help="TOML settings file (or AIPROJECT_CONFIG)")
+        return command
+
+    serve = add("serve", "Serve every surface (or one) on its port.")
+    serve.add_argument("--only", choices=[s.value for s in Surface], help="serve one surface")
+    serve.set_defaults(func=_serve)
+    doctor = add("doctor", "Check engines, ports and the database; non-zero exit if broken.")
+    doctor.add_argument("--no-smoke", action="store_true", help="load engines without smoke tests")
+    doctor.set_defaults(func=_doctor)
+    prepare = add("prepare", "Prepare the embedded models in the models dir (idempotent).")
+    prepare.set_defaults(func=_prepare)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line."""
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

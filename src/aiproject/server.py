@@ -1,0 +1,162 @@
+"""Build one ASGI app per surface and serve them on their ports, in one process or one each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from aiproject.config import Settings, Surface
+from aiproject.context import AppContext
+from aiproject.errors import AiProjectError
+
+log = logging.getLogger(__name__)
+
+
+class PortError(AiProjectError):
+    """A surface's port cannot be bound."""
+
+
+def _surface_factories() -> dict[Surface, Callable[[AppContext], ASGIApp]]:
+    from aiproject.api import surfaces
+
+    return {
+        Surface.TOOLS: surfaces.create_tools_app,
+        Surface.ASSISTANT_WS: surfaces.create_assistant_ws_app,
+        Surface.ASSISTANT_HTTP: surfaces.create_assistant_http_app,
+        Surface.HTTP: surfaces.create_http_app,
+        Surface.AVATAR: surfaces.create_avatar_app,
+    }
+
+
+def build_app(surface: Surface, ctx: AppContext) -> ASGIApp:
+    """Return the ASGI app of one surface."""
+    return _surface_factories()[surface](ctx)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A listening socket for a surface, and the port it really got."""
+
+    surface: Surface
+    sock: socket.socket
+    host: str
+    port: int
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_surface(settings: Settings, surface: Surface) -> Bound:
+    """Bind a surface's port, moving the default privileged port to its fallback if needed."""
+    listen = settings.surfaces.listen(surface)
+    try:
+        return Bound(surface, _bind(listen.host, listen.port), listen.host, listen.port)
+    except PermissionError as err:
+        explicit = settings.surfaces.is_explicit(surface)
+        if surface is not Surface.ASSISTANT_WS or explicit:
+            raise PortError(
+                "port-denied",
+                f"{surface}: cannot bind {listen.host}:{listen.port} ({err.strerror}); ports "
+                "below 1024 need root or CAP_NET_BIND_SERVICE",
+            ) from err
+        fallback = settings.surfaces.assistant_ws_fallback_port
+        log.warning(
+            "port %d needs privileges; serving %s on %d instead. To get %d: run as root, or "
+            "`sudo setcap cap_net_bind_service=+ep $(readlink -f .venv/bin/python)`, or set "
+            "AIPROJECT_SURFACES__ASSISTANT_WS__PORT (a proxy can forward %d)",
+            listen.port,
+            surface.value,
+            fallback,
+            listen.port,
+            listen.port,
+            extra={"surface": surface.value, "port": fallback},
+        )
+        try:
+            return Bound(surface, _bind(listen.host, fallback), listen.host, fallback)
+        except OSError as err2:
+            raise PortError(
+                "port-unavailable", f"{surface}: fallback port {fallback}: {err2.strerror}"
+            ) from err2
+    except OSError as err:
+        reason = "already in use" if err.errno == errno.EADDRINUSE else err.strerror
+        raise PortError(
+            "port-unavailable", f"{surface}: cannot bind {listen.host}:{listen.port}: {reason}"
+        ) from err
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to :func:`serve`, shared by all surfaces."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings, only: Surface | None = None) -> None:
+    """Serve every surface (or only one) until SIGINT/SIGTERM."""
+    surfaces = [only] if only else list(Surface)
+    bound: list[Bound] = []
+    try:
+        for surface in surfaces:
+            bound.append(bind_surface(settings, surface))
+    except PortError:
+        for b in bound:
+            b.sock.close()
+        raise
+    ctx = await AppContext.open(settings)
+    servers: list[_Server] = []
+    for b in bound:
+        config = uvicorn.Config(
+            build_app(b.surface, ctx),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            ws_max_size=settings.limits.max_upload_bytes + 4096,
+            timeout_graceful_shutdown=5,
+        )
+        servers.append(_Server(config))
+        log.info(
+            "serving surface=%s on %s:%d",
+            b.surface.value,
+            b.host,
+            b.port,
+            extra={"surface": b.surface.value, "port": b.port},
+        )
+
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await asyncio.gather(
+            *(server.serve(sockets=[b.sock]) for server, b in zip(servers, bound, strict=True))
+        )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for b in bound:
+            b.sock.close()
+        await ctx.aclose()

@@ -1,0 +1,33 @@
+"""Migrations run at start and are idempotent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from aiproject.store.db import Database
+
+
+async def test_migrate_creates_schema_at_head(db: Database) -> None:
+    assert await db.current_revision() == Database.head_revision()
+    async with db.engine.connect() as conn:
+        tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert "face_embeddings" in tables
+    assert "alembic_version" in tables
+
+
+async def test_migrate_twice_is_a_no_op(db: Database) -> None:
+    before = await db.current_revision()
+    assert await db.migrate() == before
+
+
+async def test_sqlite_file_created_under_missing_directory(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "a.db"
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        assert await database.current_revision() is None
+        await database.migrate()
+        assert path.is_file()
+    finally:
+        await database.aclose()
