@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(f"aiproject: config file not found: {config}")
     try:
         return load_settings(config)
-    except ValidationError as err:
+    except (ValidationError, ValueError) as err:
         raise SystemExit(f"aiproject: invalid settings:\n{err}") from None
 
 

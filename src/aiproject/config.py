@@ -243,8 +243,28 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{self.data_dir / 'aiproject.db'}"
 
 
+# Variables with our prefix that are not settings (read elsewhere, e.g. by the test suite).
+_NOT_SETTINGS = ("AIPROJECT_CONFIG", "AIPROJECT_TEST_")
+
+
+def unknown_env_vars() -> list[str]:
+    """Return AIPROJECT_* variables that name no setting (typos would otherwise be ignored)."""
+    fields = {name.upper() for name in Settings.model_fields}
+    unknown = []
+    for key in os.environ:
+        if not key.startswith("AIPROJECT_") or key.startswith(_NOT_SETTINGS):
+            continue
+        top = key.removeprefix("AIPROJECT_").split("__", 1)[0]
+        if top not in fields:
+            unknown.append(key)
+    return sorted(unknown)
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Load settings, optionally from an explicit TOML file."""
+    """Load settings, optionally from an explicit TOML file; refuse unknown variables."""
+    unknown = unknown_env_vars()
+    if unknown:
+        raise ValueError(f"unknown settings in the environment: {', '.join(unknown)}")
     if config_file is not None:
         os.environ["AIPROJECT_CONFIG"] = str(config_file)
     return Settings(**overrides)

