@@ -49,7 +49,11 @@ def create_avatar_app(ctx: AppContext) -> ASGIApp:
 
 def create_http_app(ctx: AppContext) -> ASGIApp:
     """Specs 02 (REST), 03 (Lingxi) and 04 (pets) on the shared HTTP port."""
+    from aiproject.api import lingxi, pets, rest
+
     app = FastAPI(title="AiProject", version=__version__)
     app.state.ctx = ctx
     app.router.routes.append(_health(Surface.HTTP))
+    for module in (rest, lingxi, pets):
+        app.include_router(module.create_router(ctx))
     return app
