@@ -185,6 +185,18 @@ class FetchSettings(BaseModel):
     max_redirects: int = Field(default=3, ge=0)
 
 
+class RestSettings(BaseModel):
+    """Spec 02: the AiProject REST API (accounts, quotas, model endpoints)."""
+
+
+class LingxiSettings(BaseModel):
+    """Spec 03: the Lingxi business service."""
+
+
+class PetsSettings(BaseModel):
+    """Spec 04: pet image analysis."""
+
+
 def default_data_dir() -> Path:
     """Return the default data directory (XDG data home)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -213,6 +225,9 @@ class Settings(BaseSettings):
     engines: EnginesSettings = EnginesSettings()
     limits: LimitsSettings = LimitsSettings()
     fetch: FetchSettings = FetchSettings()
+    rest: RestSettings = RestSettings()
+    lingxi: LingxiSettings = LingxiSettings()
+    pets: PetsSettings = PetsSettings()
 
     @classmethod
     def settings_customise_sources(
