@@ -58,7 +58,9 @@ def test_concurrent_preparation_builds_once(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert calls == 1
-    assert (tmp_path / "efficientnet-lite0.onnx").read_bytes() == b"onnx"
+    target = tmp_path / "efficientnet-lite0-v1.onnx"
+    assert target.read_bytes() == b"onnx"
+    assert target.stat().st_mode & 0o777 == 0o644
 
 
 def test_sha_mismatch_is_reported() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
 
 from aiproject.engines.errors import MediaError
 
@@ -42,8 +45,8 @@ def sniff_image_format(data: bytes) -> str | None:
     return None
 
 
-def _header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """Read width and height from the header without decoding pixels, where cheap."""
+def _signature_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """Read width and height straight from PNG, GIF and JPEG headers, even with a bad body."""
     if fmt == "png" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if fmt == "gif" and len(data) >= 10:
@@ -63,6 +66,39 @@ def _header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     return None
 
 
+def _header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """Read width and height without decoding pixels (None if the header is unreadable)."""
+    size = _signature_size(data, fmt)
+    if size is not None:
+        return size
+    with warnings.catch_warnings():
+        # The pixel limit below is ours; Pillow's own bomb check would only warn first.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+                return int(width), int(height)
+        except Image.DecompressionBombError:
+            return (1 << 31, 1)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
+
+
+def _decode_pixels(data: bytes, fmt: str) -> RGBImage | None:
+    if fmt == "gif":  # OpenCV's wheels have no GIF reader: take the first frame with Pillow
+        try:
+            with Image.open(io.BytesIO(data)) as gif:
+                gif.seek(0)
+                return np.asarray(gif.convert("RGB"), dtype=np.uint8).copy()
+        except (OSError, ValueError, SyntaxError):
+            return None
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        return None
+    rgb: RGBImage = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
+
+
 def decode_image(data: bytes, limits: ImageLimits | None = None) -> RGBImage:
     """Decode JPEG/PNG/GIF/BMP/WebP bytes to an RGB array or raise :class:`MediaError`."""
     limits = limits or ImageLimits()
@@ -76,16 +112,17 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> RGBImage:
     if fmt is None:
         raise MediaError("not-an-image", "the data is not a JPEG, PNG, GIF, BMP or WebP image")
     size = _header_size(data, fmt)
-    if size is not None and size[0] * size[1] > limits.max_pixels:
+    if size is None:
+        raise MediaError("bad-image", f"the {fmt} image header is corrupt or truncated")
+    if size[0] * size[1] > limits.max_pixels:
         raise MediaError(
             "image-too-large",
             f"the image is {size[0]}x{size[1]} pixels; the limit is {limits.max_pixels} pixels",
         )
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = _decode_pixels(data, fmt)
+    if rgb is None:
         raise MediaError("bad-image", f"the {fmt} image is corrupt or truncated")
-    height, width = bgr.shape[:2]
+    height, width = rgb.shape[:2]
     if height * width > limits.max_pixels:
         raise MediaError(
             "image-too-large",
@@ -95,7 +132,6 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> RGBImage:
         raise MediaError(
             "image-too-small", f"the image is {width}x{height}; at least {limits.min_side} px"
         )
-    rgb: RGBImage = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return rgb
 
 

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 WHISPER_BASE_DIR = "whisper-base-ct2"
 GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
-EFFICIENTNET_ONNX = "efficientnet-lite0.onnx"
+# Versioned: bump when the converter changes so stale conversions are not reused.
+EFFICIENTNET_ONNX = "efficientnet-lite0-v1.onnx"
 _CHUNK = 4 * 1024 * 1024
 
 
@@ -120,6 +121,7 @@ class ModelStore:
                 )
                 if target.exists():
                     shutil.rmtree(target)
+                tmp.chmod(0o755)  # mkdtemp makes 0700; the service may run as another user
                 os.replace(tmp, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -166,6 +168,7 @@ class ModelStore:
         tmp = Path(name)
         try:
             write(tmp)
+            tmp.chmod(0o644)  # mkstemp makes 0600; the service may run as another user
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from aiproject.engines.errors import FaceError
+from aiproject.engines.errors import BadInput, FaceError
 from aiproject.engines.images import RGBImage
 
 Embedding = npt.NDArray[np.float32]
@@ -44,6 +44,17 @@ class Face:
 
     box: FaceBox
     embedding: Embedding
+
+
+def check_request(image: RGBImage, max_faces: int = 1) -> RGBImage:
+    """Return ``image`` as a contiguous RGB array, or raise :class:`BadInput`."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise BadInput("bad-image", "the image must be a uint8 numpy array")
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise BadInput("bad-image", f"the image must be H x W x 3 RGB, not {image.shape}")
+    if max_faces < 1:
+        raise BadInput("bad-max-faces", f"max_faces must be at least 1, not {max_faces}")
+    return np.ascontiguousarray(image)
 
 
 class FaceEngine(ABC):

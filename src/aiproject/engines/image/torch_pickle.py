@@ -87,7 +87,10 @@ def _rebuild_tensor_v2(
     """Stand in for ``torch._utils._rebuild_tensor_v2`` (extra arguments: grad, hooks)."""
     if not isinstance(storage, _StorageRef):
         raise TorchPickleError("model-corrupt", "a tensor refers to something not a storage")
-    return _PendingTensor(storage, int(offset), tuple(size), tuple(stride))
+    numbers = (offset, *size, *stride)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+        raise TorchPickleError("model-corrupt", "a tensor's offset, size or stride is not integral")
+    return _PendingTensor(storage, offset, tuple(size), tuple(stride))
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -161,6 +164,10 @@ def _materialize(pending: _PendingTensor, arrays: dict[str, Array]) -> Array:
         raise TorchPickleError("model-corrupt", "a tensor's size and stride are malformed")
     if 0 in shape:
         return np.zeros(shape, dtype=ref.dtype.newbyteorder("="))
+    # Zero strides could make a few stored bytes expand into an enormous array; a state
+    # dict never needs more elements than its storage holds.
+    if int(np.prod(shape, dtype=np.int64)) > ref.numel:
+        raise TorchPickleError("model-corrupt", "a tensor has more elements than its storage")
     # as_strided does not check bounds: the last element reached must lie inside the storage.
     start = ref.offset + pending.offset
     last = start + sum((n - 1) * s for n, s in zip(shape, stride, strict=True))
@@ -173,7 +180,8 @@ def _materialize(pending: _PendingTensor, arrays: dict[str, Array]) -> Array:
         strides=tuple(s * itemsize for s in stride),
         writeable=False,
     )
-    out: Array = np.ascontiguousarray(view).astype(ref.dtype.newbyteorder("="), copy=True)
+    # np.array, not np.ascontiguousarray, which would turn a 0-d tensor into shape (1,).
+    out: Array = np.array(view, dtype=ref.dtype.newbyteorder("="), order="C", copy=True)
     return out
 
 
@@ -182,11 +190,8 @@ def _resolve(value: Any, arrays: dict[str, Array]) -> Any:
     if isinstance(value, _PendingTensor):
         return _materialize(value, arrays)
     if isinstance(value, dict):
-        resolved = type(value)((k, _resolve(v, arrays)) for k, v in value.items())
-        metadata = getattr(value, "_metadata", None)
-        if metadata is not None:
-            resolved._metadata = metadata
-        return resolved
+        # A state dict's ``_metadata`` attribute (per-module versions) is torch's own business.
+        return type(value)((k, _resolve(v, arrays)) for k, v in value.items())
     if isinstance(value, list):
         return [_resolve(v, arrays) for v in value]
     if isinstance(value, tuple):

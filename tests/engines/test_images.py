@@ -1,0 +1,193 @@
+"""decode_image: every way untrusted image bytes can be wrong, and the right ones."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiproject.engines.errors import MediaError
+from aiproject.engines.images import (
+    ImageLimits,
+    decode_image,
+    downscale,
+    encode_jpeg,
+    sniff_image_format,
+)
+from tests.conftest import FIXTURES
+
+IMAGES = FIXTURES / "images"
+JPEG = (IMAGES / "coffee.jpg").read_bytes()
+PNG = (IMAGES / "page-photo.png").read_bytes()
+
+
+def media_error(data: bytes, limits: ImageLimits | None = None) -> str:
+    """Return the code of the MediaError that decoding ``data`` raises."""
+    with pytest.raises(MediaError) as caught:
+        decode_image(data, limits)
+    return caught.value.code
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """Return one PNG chunk with its length and CRC."""
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """Return a PNG whose header declares ``width`` x ``height`` over almost no data."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = png_chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + body + png_chunk(b"IEND", b"")
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """Return the coffee JPEG with its frame header rewritten to ``width`` x ``height``."""
+    data = bytearray(JPEG)
+    sof = data.find(b"\xff\xc0")
+    assert sof > 0
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def webp_declaring(width: int, height: int) -> bytes:
+    """Return a lossless WebP header declaring ``width`` x ``height``, then garbage."""
+    bits = (width - 1) | ((height - 1) << 14)
+    payload = b"\x2f" + struct.pack("<I", bits) + b"\x00" * 64
+    chunk = b"VP8L" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def bmp_declaring(width: int, height: int) -> bytes:
+    """Return a 24-bit BMP header declaring ``width`` x ``height``, then a little data."""
+    row = (width * 3 + 3) // 4 * 4
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, row * height, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 54 + row * height, 0, 0, 54) + info + b"\0" * 1024
+
+
+def test_decodes_fixture_photos_to_rgb() -> None:
+    image = decode_image(JPEG)
+    assert image.shape == (400, 600, 3) and image.dtype == np.uint8
+    gray = decode_image(PNG)  # a grayscale PNG becomes three equal channels
+    assert gray.shape == (191, 384, 3)
+    assert np.array_equal(gray[..., 0], gray[..., 2])
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "PNG",
+        "JPEG",
+        "BMP",
+        "WEBP",
+        "GIF",
+    ],
+)
+def test_channel_order_is_rgb_in_every_format(fmt: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(buffer, format=fmt)
+    image = decode_image(buffer.getvalue())
+    assert image.shape == (16, 16, 3)
+    assert tuple(int(v) for v in image[8, 8]) == pytest.approx((255, 0, 0), abs=8)
+
+
+def test_empty_bytes() -> None:
+    assert media_error(b"") == "empty-image"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"hello, world" * 10,
+        b"%PDF-1.7\n" + b"\0" * 100,
+        b"RIFF\0\0\0\0WAVEfmt " + b"\0" * 40,  # RIFF, but audio
+        b"\x00\x00\x00\x18ftypheic" + b"\0" * 40,  # HEIC is not accepted
+        JPEG[3:],
+    ],
+)
+def test_not_an_image(data: bytes) -> None:
+    assert media_error(data) == "not-an-image"
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.3, 0.6, 0.95])
+def test_truncated_jpeg(fraction: float) -> None:
+    assert media_error(JPEG[: int(len(JPEG) * fraction)]) == "bad-image"
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.95])
+def test_truncated_png(fraction: float) -> None:
+    assert media_error(PNG[: int(len(PNG) * fraction)]) == "bad-image"
+
+
+def test_corrupt_body() -> None:
+    damaged = bytearray(PNG)
+    damaged[100:4000] = b"\xaa" * 3900
+    assert media_error(bytes(damaged)) == "bad-image"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        png_declaring(100_000, 100_000),
+        png_declaring(7_000, 7_000),  # 49 Mpx, just over the 40 Mpx default
+        jpeg_declaring(60_000, 60_000),
+        b"GIF89a" + struct.pack("<HH", 50_000, 50_000) + b"\0" * 32,
+    ],
+)
+def test_decompression_bomb_is_refused_from_its_header(data: bytes) -> None:
+    # The bodies are garbage: only a header check can say "too large" rather than "bad".
+    assert media_error(data) == "image-too-large"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [webp_declaring(16_000, 16_000), bmp_declaring(20_000, 20_000)],
+    ids=["webp", "bmp"],
+)
+def test_webp_and_bmp_bombs_are_refused_from_their_header(data: bytes) -> None:
+    assert media_error(data) == "image-too-large"
+
+
+def test_pixel_limit_applies_after_decoding_too() -> None:
+    # A real 100x100 image under a 5,000-pixel limit: refused whatever the header path.
+    ok, encoded = cv2.imencode(".bmp", np.zeros((100, 100, 3), dtype=np.uint8))
+    assert ok
+    assert media_error(encoded.tobytes(), ImageLimits(max_pixels=5_000)) == "image-too-large"
+
+
+def test_byte_limit() -> None:
+    assert media_error(JPEG, ImageLimits(max_bytes=1024)) == "image-too-large"
+
+
+def test_too_small() -> None:
+    ok, encoded = cv2.imencode(".png", np.zeros((4, 40, 3), dtype=np.uint8))
+    assert ok
+    assert media_error(encoded.tobytes()) == "image-too-small"
+
+
+def test_sniffing() -> None:
+    assert sniff_image_format(JPEG) == "jpeg"
+    assert sniff_image_format(PNG) == "png"
+    assert sniff_image_format(b"RIFF\0\0\0\0WEBPVP8 ") == "webp"
+    assert sniff_image_format(b"RIFF\0\0\0\0AVI ") is None
+    assert sniff_image_format(b"") is None
+
+
+def test_downscale_and_encode_round_trip() -> None:
+    image = decode_image(JPEG)
+    small, scale = downscale(image, 300)
+    assert small.shape == (200, 300, 3) and scale == pytest.approx(0.5)
+    same, one = downscale(small, 300)
+    assert same is small and one == 1.0
+    again = decode_image(encode_jpeg(small))
+    assert again.shape == small.shape
+    assert float(np.abs(again.astype(int) - small.astype(int)).mean()) < 4
