@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -36,7 +36,7 @@ class BlockingPool:
         produce: Callable[[threading.Event], Iterator[T]],
         *,
         buffer: int = 64,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncGenerator[T, None]:
         """Run a blocking generator in the pool and yield its items on the event loop.
 
         ``produce`` receives a stop event that is set when the consumer stops early

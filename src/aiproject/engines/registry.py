@@ -78,7 +78,9 @@ class Engines:
                 engine = await asyncio.to_thread(build, self.settings, self.models)
                 elapsed = time.perf_counter() - started
                 self.loaded[kind] = LoadInfo(kind, engine.describe(), elapsed)
-                log.info("engine loaded kind=%s engine=%r load_s=%.2f", kind, engine.describe(), elapsed)
+                log.info(
+                    "engine loaded kind=%s engine=%r load_s=%.2f", kind, engine.describe(), elapsed
+                )
                 self._engines[kind] = engine
         return self._engines[kind]
 

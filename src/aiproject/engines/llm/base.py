@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -31,6 +31,8 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    # True when a backend could not get counts from the model and approximated them.
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -77,7 +79,7 @@ class LLM(ABC):
     @abstractmethod
     def stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
-    ) -> AsyncIterator[LLMChunk]:
+    ) -> AsyncGenerator[LLMChunk, None]:
         """Stream the answer to ``messages``; the final chunk has ``usage`` set.
 
         Closing the iterator early (client gone) stops generation promptly.
@@ -99,7 +101,9 @@ class LLM(ABC):
                 finish = chunk.finish_reason
         if usage is None:
             usage = Usage(prompt_tokens=0, completion_tokens=0)
-        return Completion(text="".join(parts), usage=usage, finish_reason=finish, chunks=tuple(parts))
+        return Completion(
+            text="".join(parts), usage=usage, finish_reason=finish, chunks=tuple(parts)
+        )
 
     @abstractmethod
     async def count_tokens(self, text: str) -> int:

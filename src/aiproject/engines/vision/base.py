@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 
@@ -23,7 +23,7 @@ class VisionLLM(ABC):
     @abstractmethod
     def stream(
         self, image_jpeg: bytes, prompt: str, *, system: str | None = None
-    ) -> AsyncIterator[VisionChunk]:
+    ) -> AsyncGenerator[VisionChunk, None]:
         """Stream the answer to ``prompt`` about the JPEG image."""
 
     def describe(self) -> str:
