@@ -95,8 +95,7 @@ def _decode_pixels(data: bytes, fmt: str) -> RGBImage | None:
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         return None
-    rgb: RGBImage = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return rgb
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
 def decode_image(data: bytes, limits: ImageLimits | None = None) -> RGBImage:
@@ -143,8 +142,8 @@ def downscale(image: RGBImage, max_side: int) -> tuple[RGBImage, float]:
         return image, 1.0
     scale = max_side / longest
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small: RGBImage = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return small, scale
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.uint8), scale
 
 
 def encode_jpeg(image: RGBImage, quality: int = 90) -> bytes:

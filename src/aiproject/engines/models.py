@@ -45,7 +45,7 @@ class Progress:
         """Draw bars only on an interactive terminal."""
         return cls(enabled=sys.stderr.isatty())
 
-    def bar(self, total: int, desc: str) -> tqdm:  # type: ignore[type-arg]
+    def bar(self, total: int, desc: str) -> tqdm:
         """Return a byte progress bar."""
         return tqdm(
             total=total,

@@ -125,16 +125,3 @@ class Engines:
             if close is not None:
                 await close()
         self._engines.clear()
-
-
-def pick_backend(backends: dict[str, Callable[..., E]], name: str, kind: str) -> Callable[..., E]:
-    """Return the backend class called ``name`` or raise a clear configuration error."""
-    from aiproject.engines.errors import EngineUnavailable
-
-    try:
-        return backends[name]
-    except KeyError:
-        known = ", ".join(sorted(backends))
-        raise EngineUnavailable(
-            "unknown-backend", f"engines.{kind}.backend={name!r}; choose one of: {known}"
-        ) from None

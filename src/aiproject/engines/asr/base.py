@@ -5,11 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
+from aiproject.engines.audio import SAMPLE_RATE, FloatAudio
 
-SAMPLE_RATE = 16_000
-FloatAudio = npt.NDArray[np.float32]  # mono, 16 kHz, range [-1, 1]
+__all__ = ["ASR", "SAMPLE_RATE", "FloatAudio", "Segment", "Transcript"]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiproject.config import Settings
+from aiproject.engines.backends import pick_backend
 from aiproject.engines.face.base import Face, FaceBox, FaceEngine, Metric
 from aiproject.engines.face.dlib import DlibFace
 from aiproject.engines.face.onnx import OnnxFace
@@ -22,7 +23,6 @@ BACKENDS: dict[str, Callable[..., FaceEngine]] = {"dlib": DlibFace, "onnx": Onnx
 def build(settings: Settings, models: ModelStore) -> FaceEngine:
     """Build the configured face engine (blocking: it loads the models)."""
     # Imported here: the registry imports this package's base module at its own import time.
-    from aiproject.engines.registry import pick_backend
 
     backend = pick_backend(BACKENDS, settings.engines.face.backend, "face")
     return backend(settings.engines.face, threads=settings.engines.threads_per_engine)

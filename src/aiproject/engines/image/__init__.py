@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiproject.config import Settings
+from aiproject.engines.backends import pick_backend
 from aiproject.engines.image.base import ImageClassifier
 from aiproject.engines.image.efficientnet import EfficientNetImageClassifier
 from aiproject.engines.models import ModelStore
@@ -18,7 +19,6 @@ BACKENDS: dict[str, Callable[[Settings, ModelStore], ImageClassifier]] = {
 def build(settings: Settings, models: ModelStore) -> ImageClassifier:
     """Build the configured image classifier (blocking: it may convert and load a model)."""
     # registry imports this package's base module, so importing it at the top would be circular.
-    from aiproject.engines.registry import pick_backend
 
     backend = pick_backend(BACKENDS, settings.engines.image.backend, "image")
     return backend(settings, models)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiproject.config import Settings
+from aiproject.engines.backends import pick_backend
 from aiproject.engines.errors import EngineUnavailable
 from aiproject.engines.llm.base import LLM
 from aiproject.engines.models import ModelStore
@@ -37,7 +38,6 @@ BACKENDS: dict[str, Callable[[Settings, ModelStore], LLM]] = {
 
 def build(settings: Settings, models: ModelStore) -> LLM:
     """Build the configured text-generation engine (loads the model: blocking)."""
-    from aiproject.engines.registry import pick_backend  # the registry imports this package
 
     backend = pick_backend(BACKENDS, settings.engines.llm.backend, "llm")
     return backend(settings, models)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiproject.config import Settings
+from aiproject.engines.backends import pick_backend
 from aiproject.engines.models import ModelStore
 from aiproject.engines.ocr.base import OCR
 from aiproject.engines.ocr.rapid import RapidOCREngine
@@ -18,7 +19,6 @@ BACKENDS: dict[str, Callable[[Settings, ModelStore], OCR]] = {
 def build(settings: Settings, models: ModelStore) -> OCR:
     """Build the configured OCR engine (blocking: it loads the models)."""
     # registry imports this package's base module, so importing it at the top would be circular.
-    from aiproject.engines.registry import pick_backend
 
     backend = pick_backend(BACKENDS, settings.engines.ocr.backend, "ocr")
     return backend(settings, models)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from aiproject.engines.asr.base import FloatAudio
+from aiproject.engines.audio import FloatAudio
 
 
 @dataclass(frozen=True)

