@@ -113,10 +113,14 @@ async def check_engines(engines: Engines, *, smoke: bool = True) -> list[Check]:
                     lambda kind=kind: _describe(kind, engines)  # type: ignore[misc]
                 )
         except AiProjectError as err:
-            checks.append(Check("engine", kind.value, False, f"{err.code}: {err.message}", required))
+            checks.append(
+                Check("engine", kind.value, False, f"{err.code}: {err.message}", required)
+            )
             continue
         except Exception as err:  # a broken install surfaces as anything; report, don't crash
-            checks.append(Check("engine", kind.value, False, f"{type(err).__name__}: {err}", required))
+            checks.append(
+                Check("engine", kind.value, False, f"{type(err).__name__}: {err}", required)
+            )
             continue
         info = engines.loaded.get(kind)
         name = info.description if info else "-"
@@ -156,7 +160,9 @@ async def check_ports(settings: Settings) -> list[Check]:
         except PortError as err:
             owner = await _port_owner(listen.host, listen.port)
             if owner == surface.value:
-                checks.append(Check("port", surface.value, True, f"{listen.port}: served by aiproject"))
+                checks.append(
+                    Check("port", surface.value, True, f"{listen.port}: served by aiproject")
+                )
             else:
                 checks.append(Check("port", surface.value, False, err.message))
             continue
@@ -202,4 +208,3 @@ async def run(settings: Settings, engines: Engines, *, smoke: bool = True) -> li
     checks += await check_ports(settings)
     checks += await check_engines(engines, smoke=smoke)
     return checks
-

@@ -59,6 +59,8 @@ def configure(level: str = "info", fmt: str = "logfmt") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("aiproject").setLevel(level.upper())
-    logging.getLogger("uvicorn.error").setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
+    logging.getLogger("uvicorn.error").setLevel(
+        max(logging.INFO, logging.getLevelName(level.upper()))
+    )
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -67,7 +67,8 @@ async def test_cosine_gallery_normalises(db: Database) -> None:
     ids=["wrong-dim", "nan"],
 )
 async def test_bad_vectors_are_refused_and_nothing_is_written(
-    db: Database, bad: np.ndarray  # type: ignore[type-arg]
+    db: Database,
+    bad: np.ndarray,  # type: ignore[type-arg]
 ) -> None:
     gallery = FaceGallery(db, "dlib-v1", 128)
     with pytest.raises(StoreError) as err:

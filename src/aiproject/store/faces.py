@@ -139,7 +139,6 @@ def nearest(vectors: Vector, norms_sq: Vector, probe: Vector, *, cosine: bool) -
     """Return the distance of ``probe`` to every row (Euclidean, or cosine for unit rows)."""
     dots = vectors @ probe
     if cosine:
-        result: Vector = (1.0 - dots).astype(np.float32)
-        return result
+        return np.asarray(1.0 - dots, dtype=np.float32)
     squared = np.maximum(norms_sq - 2.0 * dots + float(probe @ probe), 0.0)
-    return np.sqrt(squared).astype(np.float32)
+    return np.asarray(np.sqrt(squared), dtype=np.float32)
