@@ -83,6 +83,26 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from aiproject.domain.lingxi_tokens import current_token
+    from aiproject.simulate import simulate_lingxi
+
+    settings = _settings(args)
+    listen = settings.surfaces.http
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)
+    base_url = args.url or f"http://{host}:{listen.port}"
+    token = args.token or current_token(settings)
+    if not token:
+        print("aiproject: no Lingxi token: pass --token or start the server once", file=sys.stderr)
+        return 2
+    kinds = args.kinds or ["chat", "report", "reset", "get"]
+    return asyncio.run(
+        simulate_lingxi(
+            base_url, token, kinds=kinds, device_id=args.device_id, message=args.message
+        )
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     top = argparse.ArgumentParser(prog="aiproject", description=__doc__)
@@ -102,6 +122,20 @@ def parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=_doctor)
     prepare = add("prepare", "Prepare the embedded models in the models dir (idempotent).")
     prepare.set_defaults(func=_prepare)
+    simulate = add("simulate", "Act as a platform against a running server and print its events.")
+    simulate.add_argument("platform", choices=["lingxi"], help="which platform to simulate")
+    simulate.add_argument("--url", help="server base URL (default: the configured HTTP surface)")
+    simulate.add_argument("--token", help="bearer token (default: configured or generated)")
+    simulate.add_argument(
+        "--kind",
+        dest="kinds",
+        action="append",
+        choices=["chat", "report", "reset", "get"],
+        help="request type to send (repeatable; default: all, in the spec's order)",
+    )
+    simulate.add_argument("--device-id", help="device id (default: the spec's 669C4BDA13EA)")
+    simulate.add_argument("--message", help="what the user says in the chat request")
+    simulate.set_defaults(func=_simulate)
     return top
 
 

@@ -178,7 +178,7 @@ class LimitsSettings(BaseModel):
 class FetchSettings(BaseModel):
     """Outbound URL fetches made on a client's behalf."""
 
-    allow_private: bool = False  # private, loopback, link-local and metadata addresses
+    allow_private: bool = False  # private and link-local ranges (cloud metadata: never)
     allow_loopback: bool = False
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=15.0, gt=0)
@@ -188,13 +188,134 @@ class FetchSettings(BaseModel):
 class RestSettings(BaseModel):
     """Spec 02: the AiProject REST API (accounts, quotas, model endpoints)."""
 
+    # What a new account starts with: LLM tokens (prompt + answer) and recognised pictures.
+    token_quota: int = Field(default=100_000, ge=0)
+    picture_quota: int = Field(default=100, ge=0)
+    # argon2id cost. OWASP's 19 MiB / 2 passes / 1 lane costs 25-40 ms of one core per login,
+    # which a 2-core server that also runs the models can afford; see docs/protocols.
+    argon2_time_cost: int = Field(default=2, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=19_456, ge=8_192, le=1_048_576)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    # Access tokens handed out at login (accepted by the other HTTP surfaces too).
+    token_ttl_s: int = Field(default=24 * 3600, ge=1)
+    # Failed logins allowed within the window, per username and per client address.
+    login_window_s: int = Field(default=15 * 60, ge=1)
+    login_failures_per_user: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    # Generation of the text endpoints (clients cannot choose them); None: the engine default.
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    seed: int | None = None
+    max_dialog_messages: int = Field(default=100, ge=1)
+    # What PictureToTextModel asks the vision backend for with ?mode=describe.
+    describe_prompt: str = "请用中文描述这张图片的内容。"
+
 
 class LingxiSettings(BaseModel):
     """Spec 03: the Lingxi business service."""
 
+    model_config = {"extra": "forbid"}
+
+    class Voice(BaseModel):
+        """The TTS fields sent with every spoken sentence (the platform synthesises it)."""
+
+        model_config = {"extra": "forbid"}
+
+        tts_provider: str = Field(default="huoshan", min_length=1)
+        voice_type: str = Field(default="BV051_streaming", min_length=1)
+        speed_ratio: float = Field(default=1.0, gt=0, le=4)
+        pitch_ratio: float = Field(default=1.0, gt=0, le=4)
+
+    class DeviceVoice(BaseModel):
+        """One device's voice; unset fields fall back to ``lingxi.voice``."""
+
+        model_config = {"extra": "forbid"}
+
+        tts_provider: str | None = Field(default=None, min_length=1)
+        voice_type: str | None = Field(default=None, min_length=1)
+        speed_ratio: float | None = Field(default=None, gt=0, le=4)
+        pitch_ratio: float | None = Field(default=None, gt=0, le=4)
+
+    class Rule(BaseModel):
+        """Commands sent in reply to a report when a reported value crosses a threshold.
+
+        ``metric`` is ``battery_level``, ``volume_level`` or the name of a reported event
+        (its counter, e.g. ``touch``). A rule fires once per crossing, not on every report.
+        ``actions`` are ``{"action": name, "params": {...}}`` checked against the catalogue.
+        """
+
+        model_config = {"extra": "forbid"}
+
+        name: str = Field(min_length=1)
+        metric: str = Field(min_length=1)
+        when: Literal["below", "above"]
+        threshold: float
+        actions: list[dict[str, Any]] = Field(min_length=1)
+
+    # Bearer tokens the platform may present; none: one is generated into the data dir.
+    tokens: list[SecretStr] = []
+    # A `: ping` comment is sent when a stream has been silent this long.
+    keepalive_s: float = Field(default=10.0, gt=0, le=300)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_msg_chars: int = Field(default=1000, ge=1)
+    # Conversation memory per (device_id, session_id): messages kept, and idle time after
+    # which the conversation starts over.
+    history_messages: int = Field(default=20, ge=0, le=1000)
+    history_idle_s: float = Field(default=30 * 60, gt=0)
+    max_tokens: int = Field(default=160, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    system_prompt: str = (
+        "你是住在智能硬件设备(机器狗、音箱或AI玩具)里的语音助手。请用简短、口语化的简体中文"
+        "回答,不超过三句话;不要使用表情符号、列表或Markdown。"
+    )
+    # Said when the user said nothing usable or the model produced no answer.
+    fallback_answer: str = "我没听清,可以再说一遍吗?"
+    # Confirmation of requested actions; {actions} is their `say` phrases joined by ",再".
+    command_reply: str = "好的,我来{actions}!"
+    # How chat turns become device commands: phrase rules only, the LLM's JSON output too, or
+    # auto (the LLM only when it is capable: the openai backend or a configured model_path).
+    commands: Literal["auto", "phrases", "llm"] = "auto"
+    voice: Voice = Voice()
+    devices: dict[str, DeviceVoice] = {}
+    # A JSON action catalogue replacing the built-in one, and per-action overrides merged
+    # over it by name (same fields as the file's entries; {"enabled": false} removes one).
+    catalogue_path: Path | None = None
+    actions: dict[str, dict[str, Any]] = {}
+    rules: list[Rule] = [
+        Rule(
+            name="low-battery",
+            metric="battery_level",
+            when="below",
+            threshold=20,
+            actions=[{"action": "go_charge", "params": {}}],
+        )
+    ]
+    # Time zone of getCurrentTime answers.
+    timezone: str = "Asia/Shanghai"
+    # A spoken piece longer than this is cut at a clause mark or space even mid-sentence.
+    max_sentence_chars: int = Field(default=80, ge=8, le=1000)
+
 
 class PetsSettings(BaseModel):
     """Spec 04: pet image analysis."""
+
+    # The spec prints `"data": None` (Python's repr, not JSON). JSON null by default; true sends
+    # the literal None for clients written against the spec's bytes rather than a JSON parser.
+    sse_none_literal: bool = False
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Quality gate: shorter side in pixels, mean brightness (0-255) and sharpness (variance of
+    # the Laplacian of the picture scaled to 512 px) below which a photo is sent back.
+    min_image_side: int = Field(default=160, ge=16)
+    min_brightness: float = Field(default=45.0, ge=0, le=255)
+    min_sharpness: float = Field(default=15.0, ge=0)
+    # Summed probability of the ImageNet cat or dog classes that counts as "a cat/dog is there".
+    min_pet_score: float = Field(default=0.4, gt=0, le=1)
+    # A top ImageNet class this sure about something that is not food-like mess vetoes module 5.
+    veto_score: float = Field(default=0.5, gt=0, le=1)
+    # Longest piece of embedded text per `stream` event.
+    chunk_chars: int = Field(default=48, ge=4)
+    # Earlier analyses of the same pet (or session) within this window count as repeats.
+    repeat_window_hours: float = Field(default=24.0, gt=0)
 
 
 def default_data_dir() -> Path:

@@ -204,7 +204,10 @@ def healthy(checks: list[Check]) -> bool:
 
 async def run(settings: Settings, engines: Engines, *, smoke: bool = True) -> list[Check]:
     """Run every check."""
+    from aiproject.api.lingxi import lingxi_token_check
+
     checks = [await check_database(settings)]
     checks += await check_ports(settings)
+    checks.append(lingxi_token_check(settings))
     checks += await check_engines(engines, smoke=smoke)
     return checks

@@ -1,12 +1,419 @@
-"""Spec 04: pet image analysis, aipic/summary over SSE and legacy $ text."""
+"""Spec 04: pet image analysis, aipic/summary over SSE and legacy ``$`` text.
+
+Routes (all under ``/api/v1.0/ai-b``, ``token`` in the query or ``Authorization: Bearer``):
+
+- ``POST /aipic/summary?token=&is_sse=&is_simple=`` with {img_url, sub_module_type,
+  pet_profile_id, session_id}: the analysis as a stream.
+- ``POST /session`` -> {session_id}; ``GET /session/{id}`` -> its analyses.
+- ``POST /pet_profile`` -> the profile with its ``pet_profile_id``; ``GET /pet_profile/{id}``.
+
+Every error becomes the wire shape in :func:`error_payload` (and the encoders below): an
+``event: error`` (SSE), a ``[error:code] ...$`` line (legacy) or {code, message} (JSON).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any, Literal
 
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from aiproject.api.sse import SSE_HEADERS, encode_event
 from aiproject.context import AppContext
+from aiproject.domain.accounts import Accounts
+from aiproject.domain.pet_events import AnalysisEvent, EventKind
+from aiproject.domain.pets import AnalysisRequest, Job, PetService
+from aiproject.domain.pets import ProfileFields as DomainProfile
+from aiproject.errors import AiProjectError
+from aiproject.store.pets import PetAnalysis, PetProfile
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1.0/ai-b"
+_MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off", "")
+
+# HTTP status of refusals before a stream starts; other expected failures (a service behind
+# us) are 502, bugs 500.
+_STATUS = {
+    "unauthorized": 401,
+    "bad-query": 400,
+    "bad-body": 400,
+    "body-too-large": 413,
+    "unknown-module": 400,
+    "session-not-found": 404,
+    "profile-not-found": 404,
+}
+
+# What a user reads first for each failure; the detail follows in brackets.
+_WORDS = {
+    "unauthorized": "token 无效或已过期",
+    "bad-query": "请求参数有误",
+    "bad-body": "请求体有误",
+    "body-too-large": "请求体太大",
+    "unknown-module": "不支持的 sub_module_type",
+    "session-not-found": "会话不存在, 请先获取 session_id",
+    "profile-not-found": "宠物档案不存在",
+    "fetch-bad-url": "图片地址格式有误",
+    "fetch-scheme-not-allowed": "图片地址只支持 http、https 或 data:",
+    "fetch-address-blocked": "图片地址指向内部网络, 已拒绝",
+    "fetch-dns-failed": "图片地址的域名无法解析",
+    "fetch-unreachable": "图片地址无法连接",
+    "fetch-timeout": "下载图片超时",
+    "fetch-too-many-redirects": "图片地址重定向次数过多",
+    "fetch-http-status": "图片地址返回了错误状态",
+    "fetch-too-large": "图片太大",
+    "fetch-bad-data-url": "data: 图片格式有误",
+    "fetch-protocol-error": "下载图片失败",
+}
+
+
+class WireError(AiProjectError):
+    """A request refused before its stream starts."""
+
+
+class SummaryBody(BaseModel):
+    """The aipic/summary request body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    img_url: str = Field(min_length=1, max_length=16 * 1024 * 1024)
+    sub_module_type: StrictInt
+    pet_profile_id: StrictInt = Field(ge=0, le=_MAX_ID)
+    session_id: str = Field(min_length=1, max_length=64)
+
+
+class ProfileBody(BaseModel):
+    """A pet profile as clients send it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    species: Literal["cat", "dog", "other"]
+    breed: str = Field(default="", max_length=64)
+    age_years: float | None = Field(default=None, ge=0, le=40)
+    weight_kg: float | None = Field(default=None, gt=0, le=200)
+    conditions: list[str] = Field(default=[], max_length=20)
+
+
+def error_payload(err: Exception) -> tuple[int, str, str]:
+    """Return (HTTP status, code, message) for any failure; the one place errors are worded."""
+    if not isinstance(err, AiProjectError):
+        log.error("pets: unexpected failure", exc_info=err)
+        return 500, "internal-error", "内部错误, 请稍后重试"
+    words = _WORDS.get(err.code)
+    if words is None:
+        # Engine failures carry details of servers behind us: logged, not shown.
+        log.warning("pets: analysis failed code=%s: %s", err.code, err.message)
+        return _STATUS.get(err.code, 502), err.code, "分析服务暂时不可用, 请稍后重试"
+    return _STATUS.get(err.code, 502), err.code, f"{words} ({err.message})"
+
+
+class SSEWire:
+    """Encodes one response as the spec's named SSE events."""
+
+    sse = True
+
+    def __init__(self, none_literal: bool) -> None:
+        self.none = "None" if none_literal else "null"
+
+    def event(self, name: str, data: str | None, kind: str = "content", code: str = "") -> bytes:
+        """Return ``event: name`` with ``{"type":kind,"data": ...}`` spaced as in the spec."""
+        value = self.none if data is None else json.dumps(data, ensure_ascii=False)
+        extra = f',"code":{json.dumps(code)}' if code else ""
+        return encode_event(f'{{"type":{json.dumps(kind)},"data": {value}{extra}}}', name)
+
+    def start(self) -> bytes:
+        """Return the first event."""
+        return self.event("start_stream", None)
+
+    def analysis(self, event: AnalysisEvent) -> bytes:
+        """Return the wire form of an analysis event."""
+        if event.kind is EventKind.TEXT:
+            return self.event("stream", event.text)
+        if event.kind is EventKind.STOP:
+            return self.event("signal_stop", event.text)
+        return self.event("metadata", event.text, event.kind.value)
+
+    def error(self, code: str, message: str) -> bytes:
+        """Return an error event."""
+        return self.event("error", message, code=code)
+
+    def end(self) -> bytes:
+        """Return the last event."""
+        return self.event("end_stream", None)
+
+
+class LegacyWire:
+    """Encodes one response as plain text chunks, the last ending with ``$``.
+
+    One chunk is held back so that the last one can carry the ``$``; a ``$`` inside the text
+    becomes a full-width ``＄`` so that it cannot end the stream early.
+    """
+
+    sse = False
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def _push(self, text: str) -> bytes:
+        out, self._held = self._held, text.replace("$", "＄")
+        return out.encode()
+
+    def start(self) -> bytes:
+        """Return nothing: legacy streams have no start marker."""
+        return b""
+
+    def analysis(self, event: AnalysisEvent) -> bytes:
+        """Return the text of answers and stop reasons; reasoning and references are dropped."""
+        if event.kind in (EventKind.TEXT, EventKind.STOP):
+            return self._push(event.text)
+        return b""
+
+    def error(self, code: str, message: str) -> bytes:
+        """Queue an error line."""
+        return self._push(("\n" if self._held else "") + f"[error:{code}] {message}")
+
+    def end(self) -> bytes:
+        """Return the held chunk with the closing ``$``."""
+        out, self._held = self._held + "$", ""
+        return out.encode()
+
+
+Wire = SSEWire | LegacyWire
+
+
+class EventStreamResponse(StreamingResponse):
+    """A stream that stops its producer as soon as the client goes away.
+
+    Starlette only notices a disconnect on the next write under ASGI 2.4; an analysis can be
+    silent for seconds (a download, a model thinking), so the disconnect is watched for
+    all the time, and the producer is closed in every case.
+    """
+
+    def __init__(self, content: AsyncGenerator[bytes, None], status_code: int = 200) -> None:
+        super().__init__(content, status_code, SSE_HEADERS, "text/event-stream")
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the stream while watching for the client's disconnect."""
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            async def stream() -> None:
+                try:
+                    await self.stream_response(send)
+                except OSError:  # the server could not write: the client is gone
+                    pass
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._content.aclose()
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            group.start_soon(stream)
+
+
+def one_shot(wire: Wire, err: Exception) -> Response:
+    """Return a refused request: its error event or line, with the error's HTTP status."""
+    status, code, message = error_payload(err)
+    # A refused request never starts a stream: SSE gets the error event alone.
+    body = wire.error(code, message) + (b"" if wire.sse else wire.end())
+    return Response(body, status, SSE_HEADERS, "text/event-stream")
+
+
+async def analysis_stream(wire: Wire, service: PetService, job: Job) -> AsyncGenerator[bytes, None]:
+    """Yield the encoded stream of one analysis, errors included."""
+    yield wire.start()
+    try:
+        async with aclosing(service.analyse(job)) as events:
+            async for event in events:
+                chunk = wire.analysis(event)
+                if chunk:
+                    yield chunk
+    except Exception as err:  # every failure becomes the spec's error event
+        _, code, message = error_payload(err)
+        yield wire.error(code, message)
+    yield wire.end()
+
+
+def parse_flag(value: str | None, name: str) -> bool:
+    """Return a boolean query flag (absent: false) or raise ``bad-query``."""
+    text = (value or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise WireError("bad-query", f"{name} must be true or false, not {text[:20]!r}")
+
+
+def request_token(request: Request) -> str:
+    """Return the token from the query, or from an ``Authorization: Bearer`` header."""
+    token = request.query_params.get("token", "")
+    if not token:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else ""
+    return token
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """Read at most ``limit`` bytes of JSON body or raise ``bad-body``/``body-too-large``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise WireError("body-too-large", f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WireError("bad-body", "the body is not JSON") from err
+
+
+def validation_message(err: ValidationError) -> str:
+    """Name the fields a validation error is about."""
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()]
+    return "; ".join(problems[:5])
+
+
+def profile_json(profile: PetProfile) -> dict[str, Any]:
+    """Return a profile as the endpoints show it."""
+    return {
+        "pet_profile_id": profile.id,
+        "name": profile.name,
+        "species": profile.species,
+        "breed": profile.breed,
+        "age_years": profile.age_years,
+        "weight_kg": profile.weight_kg,
+        "conditions": list(profile.conditions),
+    }
+
+
+def analysis_json(analysis: PetAnalysis) -> dict[str, Any]:
+    """Return a stored analysis as the session endpoint shows it."""
+    return {
+        "id": analysis.id,
+        "sub_module_type": analysis.module,
+        "pet_profile_id": analysis.pet_profile_id or 0,
+        "outcome": analysis.outcome,
+        "code": analysis.code,
+        "urgency": analysis.urgency,
+        "text": analysis.text,
+        "created_at": analysis.created_at.isoformat(),
+    }
+
+
+def json_error(err: Exception) -> JSONResponse:
+    """Return {code, message} with the error's status."""
+    status, code, message = error_payload(err)
+    return JSONResponse({"code": code, "message": message}, status)
 
 
 def create_router(ctx: AppContext) -> APIRouter:
     """Return this surface's routes bound to the process context."""
-    return APIRouter()
+    router = APIRouter(prefix=PREFIX)
+    service = PetService(ctx.db, ctx.settings, ctx.engines)
+    accounts = Accounts(ctx.db, ctx.settings)
+    pets = ctx.settings.pets
+    # A data: URL carries the image in the body: allow its base64 size plus the other fields.
+    body_limit = pets.max_image_bytes * 4 // 3 + 64 * 1024
+
+    async def owner_of(request: Request) -> str:
+        principal = await accounts.verify_token(request_token(request))
+        if principal is None:
+            raise WireError("unauthorized", "a valid token is required")
+        return principal.user_id
+
+    @router.post("/aipic/summary", response_model=None)
+    async def summary(request: Request) -> Response:
+        """Analyse a pet photo and stream the answer (spec 04)."""
+        wire: Wire = LegacyWire()
+        try:
+            sse = parse_flag(request.query_params.get("is_sse"), "is_sse")
+            wire = SSEWire(pets.sse_none_literal) if sse else LegacyWire()
+            simple = parse_flag(request.query_params.get("is_simple"), "is_simple")
+            owner = await owner_of(request)
+            try:
+                body = SummaryBody.model_validate(await read_json(request, body_limit))
+            except ValidationError as err:
+                raise WireError("bad-body", validation_message(err)) from err
+            job = await service.prepare(
+                AnalysisRequest(
+                    owner=owner,
+                    img_url=body.img_url.strip(),
+                    sub_module_type=body.sub_module_type,
+                    pet_profile_id=body.pet_profile_id,
+                    session_id=body.session_id.strip(),
+                    simple=simple,
+                )
+            )
+        except Exception as err:
+            return one_shot(wire, err)
+        return EventStreamResponse(analysis_stream(wire, service, job))
+
+    @router.post("/session")
+    async def open_session(request: Request) -> JSONResponse:
+        """Open an analysis session."""
+        try:
+            return JSONResponse({"session_id": await service.open_session(await owner_of(request))})
+        except Exception as err:
+            return json_error(err)
+
+    @router.get("/session/{session_id}")
+    async def read_session(request: Request, session_id: str) -> JSONResponse:
+        """Return a session's analyses."""
+        try:
+            analyses = await service.session_analyses(await owner_of(request), session_id)
+            return JSONResponse(
+                {"session_id": session_id, "analyses": [analysis_json(a) for a in analyses]}
+            )
+        except Exception as err:
+            return json_error(err)
+
+    @router.post("/pet_profile")
+    async def add_profile(request: Request) -> JSONResponse:
+        """Create a pet profile."""
+        try:
+            owner = await owner_of(request)
+            try:
+                body = ProfileBody.model_validate(await read_json(request, 64 * 1024))
+            except ValidationError as err:
+                raise WireError("bad-body", validation_message(err)) from err
+            fields = DomainProfile(
+                name=body.name.strip(),
+                species=body.species,
+                breed=body.breed.strip(),
+                age_years=body.age_years,
+                weight_kg=body.weight_kg,
+                conditions=tuple(c.strip()[:64] for c in body.conditions if c.strip()),
+            )
+            return JSONResponse(profile_json(await service.add_profile(owner, fields)))
+        except Exception as err:
+            return json_error(err)
+
+    @router.get("/pet_profile/{profile_id}")
+    async def read_profile(request: Request, profile_id: str) -> JSONResponse:
+        """Return a pet profile."""
+        try:
+            owner = await owner_of(request)
+            if not profile_id.isdigit() or int(profile_id) > _MAX_ID:
+                raise WireError("profile-not-found", f"no pet profile {profile_id[:20]!r}")
+            return JSONResponse(profile_json(await service.profile(owner, int(profile_id))))
+        except Exception as err:
+            return json_error(err)
+
+    return router

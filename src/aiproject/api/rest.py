@@ -1,12 +1,402 @@
-"""Spec 02: the AiProject REST API (auth, LLM chat and stream, speech, picture-to-text)."""
+"""Spec 02: the AiProject REST API (auth, LLM chat and stream, speech, picture-to-text).
+
+Wire format only. Every failure becomes ``{"code": ..., "msg": ...}`` in one place,
+:func:`failure`, called by the route class that wraps every handler; the codes and HTTP
+statuses are listed in docs/protocols/aiproject-rest.md.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import logging
+import secrets
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
+import anyio
+from fastapi import APIRouter, Header, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from aiproject.api.sse import SSE_HEADERS
 from aiproject.context import AppContext
+from aiproject.domain.accounts import AccountError, Accounts
+from aiproject.domain.metered_models import Answer, Delta, MeteredModels, PictureMode
+from aiproject.engines.errors import BadInput, EngineError, EngineUnavailable, RemoteError
+from aiproject.engines.llm.base import ChatMessage, Role
+from aiproject.errors import AiProjectError
+
+log = logging.getLogger(__name__)
+
+BAD_REQUEST = "APP_QUERY_METHOD_ERROR"
+# Domain and engine error codes -> (wire code, HTTP status). Business outcomes the spec's
+# clients handle by ``code`` answer 200; a request of the wrong shape 4xx; our side 5xx.
+_CODES: dict[str, tuple[str, int]] = {
+    "username-invalid": ("USERNAME_INVALID", 200),
+    "password-invalid": ("PASSWORD_INVALID", 200),
+    "email-invalid": ("EMAIL_INVALID", 200),
+    "username-taken": ("USER_NAME_REPEAT", 200),
+    "email-taken": ("EMAIL_REPEAT", 200),
+    "login-failed": ("LOGIN_ERROR", 200),
+    "login-throttled": ("LOGIN_THROTTLED", 429),
+    "unknown-user": ("USER_NOT_FOUND", 200),
+    "token-quota-exhausted": ("TOKEN_NOT_ENOUGH", 200),
+    "picture-quota-exhausted": ("PIC_TIMES_NOT_ENOUGH", 200),
+    "dialog-invalid": ("DIALOG_INVALID", 200),
+    "context-overflow": ("PROMPT_TOO_LONG", 200),
+    "vision-unavailable": ("SERVICE_UNAVAILABLE", 503),
+    "file-missing": ("GET_FILE_FAIL", 400),
+    "empty-audio": ("GET_FILE_FAIL", 400),
+    "empty-image": ("GET_FILE_FAIL", 400),
+    "payload-too-large": ("PAYLOAD_TOO_LARGE", 413),
+    "audio-too-large": ("PAYLOAD_TOO_LARGE", 413),
+    "image-too-large": ("PAYLOAD_TOO_LARGE", 413),
+    "file-format-illegal": ("FILE_FORMAT_ILLEGAL", 200),
+    "not-an-image": ("FILE_FORMAT_ILLEGAL", 200),
+}
+_AUDIO_EXTENSIONS = (".pcm", ".wav")
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_MULTIPART_OVERHEAD = 64 * 1024
+_NDJSON, _SSE = "application/x-ndjson", "text/event-stream"
+
+
+@dataclass(frozen=True)
+class _Wire:
+    code: str
+    status: int
+    msg: str
+    headers: dict[str, str] | None = None
+
+
+def failure(err: BaseException, bad_input: str = BAD_REQUEST) -> _Wire:
+    """Map any error to its wire code, HTTP status and message; ``bad_input`` per endpoint."""
+    if isinstance(err, RequestValidationError):
+        return _Wire(BAD_REQUEST, 400, _validation_message(err))
+    if isinstance(err, HTTPException):  # raised by request parsing, e.g. a bad multipart
+        return _Wire(BAD_REQUEST, min(err.status_code, 499), str(err.detail))
+    if isinstance(err, ClientDisconnect):
+        return _Wire(BAD_REQUEST, 400, "the client went away during the upload")
+    if isinstance(err, AiProjectError):
+        if err.code in _CODES:
+            code, status = _CODES[err.code]
+            headers = None
+            if isinstance(err, AccountError) and err.retry_after_s is not None:
+                headers = {"Retry-After": str(err.retry_after_s)}
+            return _Wire(code, status, err.message, headers)
+        if isinstance(err, BadInput):  # media that does not decode is a recognition failure
+            return _Wire(bad_input, 400 if bad_input == BAD_REQUEST else 200, err.message)
+        if isinstance(err, EngineUnavailable | RemoteError):
+            return _Wire("SERVICE_UNAVAILABLE", 503, err.message)
+        if isinstance(err, EngineError):
+            return _Wire("MODEL_ERROR", 500, err.message)
+    log.error("unexpected error on the REST API", exc_info=err)
+    return _Wire("APP_INTERNAL_ERROR", 500, "internal error")
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    parts = []
+    for item in err.errors()[:5]:
+        if item.get("type") == "json_invalid":
+            return f"the body is not valid JSON: {item.get('ctx', {}).get('error', 'bad syntax')}"
+        where = ".".join(str(p) for p in item.get("loc", ())[1:]) or "body"
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "malformed request"
+
+
+def _error_response(wire: _Wire) -> JSONResponse:
+    return JSONResponse({"code": wire.code, "msg": wire.msg}, wire.status, wire.headers)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """Read the body, refusing (without reading on) more than ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise AiProjectError("payload-too-large", f"the body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise AiProjectError("payload-too-large", f"the body is over {limit} bytes")
+    return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Return a receive callable that hands ``body`` over once, then the real messages."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    limit: int
+    bad_input: str = BAD_REQUEST
+
+
+def _route_class(endpoints: dict[str, _Endpoint], default: _Endpoint) -> type[APIRoute]:
+    class RestRoute(APIRoute):
+        """Caps the body, then turns every error of the handler into the spec's shape."""
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+            endpoint = endpoints.get(self.path, default)
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    body = await _read_capped(request, endpoint.limit)
+                    return await handler(Request(request.scope, _replay(body, request.receive)))
+                except Exception as err:
+                    return _error_response(failure(err, endpoint.bad_input))
+
+            return guarded
+
+    return RestRoute
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class RegisterBody(_Body):
+    """POST /auth/register."""
+
+    username: str
+    password: str
+    email: str
+
+
+class LoginBody(_Body):
+    """POST /auth/login."""
+
+    username: str
+    password: str
+
+
+class DialogMessage(_Body):
+    """One turn of the dialog."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class DialogBody(_Body):
+    """POST /textModel/chat and /textModel/stream."""
+
+    uuid: str
+    username: str
+    dialog: list[DialogMessage] = Field(min_length=1)
+
+    def messages(self) -> list[ChatMessage]:
+        """Return the dialog as engine messages."""
+        return [ChatMessage(Role(m.role), m.content) for m in self.dialog]
+
+
+def _spark_frame(sid: str, seq: int, status: int, event: Delta | Answer) -> dict[str, Any]:
+    """Return one frame in the iFlytek Spark streaming format."""
+    payload: dict[str, Any] = {
+        "choices": {
+            "status": status,
+            "seq": seq,
+            "text": [{"content": event.text, "role": "assistant", "index": 0}],
+        }
+    }
+    if isinstance(event, Answer):
+        payload["usage"] = {
+            "text": {
+                "question_tokens": event.question_tokens,
+                "prompt_tokens": event.prompt_tokens,
+                "completion_tokens": event.completion_tokens,
+                "total_tokens": event.total_tokens,
+            }
+        }
+    header = {"code": 0, "message": "Success", "sid": sid, "status": status}
+    return {"header": header, "payload": payload}
+
+
+def new_sid() -> str:
+    """Return a session id shaped like Spark's (``cht`` + 8 hex, ``@dx`` + 16 hex)."""
+    return f"cht{secrets.token_hex(4)}@dx{secrets.token_hex(8)}"
+
+
+async def _spark_frames(
+    first: Delta | Answer, events: AsyncGenerator[Delta | Answer, None], sid: str
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Number the events into frames: status 0 first, 1 middle, 2 last (with usage)."""
+    seq, event = 0, first
+    try:
+        while True:
+            if isinstance(event, Answer):
+                yield _spark_frame(sid, seq, 2, event)
+                return
+            yield _spark_frame(sid, seq, 0 if seq == 0 else 1, event)
+            seq += 1
+            event = await anext(events)
+    except Exception as err:  # after the first frame, errors end the stream as Spark does
+        wire = failure(err)
+        yield {"header": {"code": wire.code, "message": wire.msg, "sid": sid, "status": 2}}
+
+
+class _FrameStream(StreamingResponse):
+    """A streamed answer whose generator is always closed, so generation stops and is billed."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None], sse: bool) -> None:
+        super().__init__(frames, media_type=_SSE if sse else _NDJSON, headers=SSE_HEADERS)
+        self._frames = frames
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._frames.aclose()
+
+
+def _encode(frame: dict[str, Any], sse: bool) -> bytes:
+    data = json.dumps(frame, ensure_ascii=False)
+    return f"data: {data}\n\n".encode() if sse else f"{data}\n".encode()
+
+
+async def _upload(request: Request, extensions: tuple[str, ...]) -> bytes:
+    """Return the raw body, or the multipart field ``file`` checked against ``extensions``."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=8) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise AiProjectError("file-missing", "the multipart body has no 'file' part")
+            name = (upload.filename or "").lower()
+            if not name.endswith(extensions):
+                raise AiProjectError(
+                    "file-format-illegal",
+                    f"the file must be one of: {', '.join(extensions)}",
+                )
+            data = await upload.read()
+    else:
+        data = await request.body()
+    if not data:
+        raise AiProjectError("file-missing", "the body is empty")
+    return data
+
+
+_BINARY = {"type": "string", "format": "binary"}
+_FILE_PART = {"type": "object", "properties": {"file": _BINARY}, "required": ["file"]}
+_BINARY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": _BINARY},
+            "multipart/form-data": {"schema": _FILE_PART},
+        },
+    }
+}
+_FRAMES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Spark frames", "content": {_NDJSON: {}, _SSE: {}}}
+}
 
 
 def create_router(ctx: AppContext) -> APIRouter:
     """Return this surface's routes bound to the process context."""
-    return APIRouter()
+    limits = ctx.settings.limits
+    endpoints = {
+        "/voiceModel/chat": _Endpoint(
+            limits.max_audio_bytes + _MULTIPART_OVERHEAD, "AUDIO_TO_TEXT_ERROR"
+        ),
+        "/PictureToTextModel/chat": _Endpoint(
+            limits.max_upload_bytes + _MULTIPART_OVERHEAD, "PICTURE_TO_TEXT_ERROR"
+        ),
+    }
+    router = APIRouter(
+        route_class=_route_class(endpoints, _Endpoint(limits.max_json_bytes)),
+        strict_content_type=False,
+        tags=["aiproject"],
+    )
+    accounts = Accounts(ctx.db, ctx.settings)
+    models = MeteredModels(ctx.engines, accounts, ctx.settings)
+
+    @router.post("/auth/register")
+    async def register(body: RegisterBody) -> JSONResponse:
+        """Create an account: {code, msg}."""
+        await accounts.register(body.username, body.password, body.email)
+        return JSONResponse({"code": 0, "msg": "registered"})
+
+    @router.post("/auth/login")
+    async def login(body: LoginBody, request: Request) -> JSONResponse:
+        """Log in: {code, msg, uuid, token, expires_at}; no uuid on failure."""
+        address = request.client.host if request.client else "unknown"
+        done = await accounts.login(body.username, body.password, address=address)
+        return JSONResponse(
+            {
+                "code": 0,
+                "msg": "logged in",
+                "uuid": done.principal.user_id,
+                "token": done.token,
+                "expires_at": done.expires_at.isoformat().replace("+00:00", "Z"),
+            }
+        )
+
+    @router.post("/textModel/chat")
+    async def chat(body: DialogBody) -> JSONResponse:
+        """Answer the dialog: {code, consume_token, content}."""
+        turn = await models.start_chat(body.uuid, body.username, body.messages())
+        text, answer = await turn.complete()
+        return JSONResponse({"code": 0, "consume_token": answer.charged, "content": text})
+
+    @router.post("/textModel/stream", responses=_FRAMES)
+    async def stream(body: DialogBody, request: Request) -> Response:
+        """Stream the answer as Spark frames: NDJSON, or SSE with Accept: text/event-stream."""
+        turn = await models.start_chat(body.uuid, body.username, body.messages())
+        events = turn.events()
+        # Wait for the first piece, so errors before any output answer as plain JSON.
+        first = await anext(events)
+        sse = _SSE in request.headers.get("accept", "")
+        sid = new_sid()
+
+        async def frames() -> AsyncGenerator[bytes, None]:
+            async with aclosing(events), aclosing(_spark_frames(first, events, sid)) as out:
+                async for frame in out:
+                    yield _encode(frame, sse)
+
+        return _FrameStream(frames(), sse)
+
+    @router.post("/voiceModel/chat", openapi_extra=_BINARY_BODY)
+    async def voice(request: Request) -> JSONResponse:
+        """Transcribe PCM16 16 kHz mono (raw body or multipart 'file' .pcm/.wav)."""
+        text = await models.transcribe(await _upload(request, _AUDIO_EXTENSIONS))
+        return JSONResponse({"code": 0, "content": text})
+
+    @router.post("/PictureToTextModel/chat", openapi_extra=_BINARY_BODY)
+    async def picture(
+        request: Request,
+        uuid: Annotated[str | None, Header()] = None,
+        username: Annotated[str | None, Header()] = None,
+        mode: Annotated[PictureMode, Query()] = PictureMode.OCR,
+    ) -> JSONResponse:
+        """Read the text in a jpg/jpeg/png (or describe it with ?mode=describe)."""
+        data = await _upload(request, _IMAGE_EXTENSIONS)
+        text = await models.read_picture(uuid, username, data, mode)
+        return JSONResponse({"code": 0, "content": text})
+
+    async def wrong_method() -> JSONResponse:
+        return _error_response(_Wire(BAD_REQUEST, 405, "use POST"))
+
+    posts = ("/auth/register", "/auth/login", "/textModel/chat", "/textModel/stream")
+    for path in (*posts, *endpoints):
+        router.add_api_route(
+            path, wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False
+        )
+    return router

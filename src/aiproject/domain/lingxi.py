@@ -1,0 +1,287 @@
+"""The Lingxi business service (spec 03): chat with a device, and its reports, resets and gets.
+
+A chat answer streams sentence by sentence (:mod:`aiproject.domain.sentence_cutter`) from the
+LLM, with the conversation of its (device_id, session_id) kept in the database. Requests for
+device actions are found by the catalogue's phrase rules (no LLM needed, confirmed with
+``lingxi.command_reply``) and, with a capable LLM, by a JSON choice validated against the
+catalogue. A new chat on a session supersedes the one still running there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import timedelta
+
+from aiproject.config import Settings
+from aiproject.domain.device_commands import ActionCatalogue
+from aiproject.domain.device_records import DeviceRecords
+from aiproject.domain.lingxi_messages import (
+    Action,
+    ChatRequest,
+    Commands,
+    GetRequest,
+    LingxiRequest,
+    Reply,
+    ReportRequest,
+    ResetRequest,
+    Speech,
+    Voice,
+)
+from aiproject.domain.sentence_cutter import SentenceCutter, speakable
+from aiproject.engines.errors import EngineError
+from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role
+from aiproject.engines.registry import Engines
+from aiproject.store.db import Database
+from aiproject.store.lingxi import LingxiStore, Turn
+from aiproject.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+_ACTIONS_PROMPT = (
+    "\n你能让设备做这些动作:\n{catalogue}\n用户要求做动作时,简短地答应;动作由设备执行。"
+)
+_DOING_PROMPT = "\n设备正在执行: {actions}。"
+_CHOOSE_PROMPT = (
+    "根据用户的话和助手的回答,选出设备现在要执行的动作,只能从下列动作中选;"
+    "没有要执行的动作就返回空列表。\n动作:\n{catalogue}"
+)
+_CHOICE_TOKENS = 200
+# Idle conversations of every device are deleted at most this often.
+_FORGET_EVERY_S = 60.0
+
+Emit = Callable[[Reply | None], None]
+SessionKey = tuple[str, str]
+
+
+class LingxiService:
+    """Answers the Lingxi platform's requests for every device."""
+
+    def __init__(self, settings: Settings, db: Database, engines: Engines) -> None:
+        """Load the catalogue and rules (raises ``LingxiError`` when they are malformed)."""
+        self.settings = settings.lingxi
+        self.catalogue = ActionCatalogue.from_settings(self.settings)
+        self._store = LingxiStore(db)
+        self._records = DeviceRecords(self._store, self.settings, self.catalogue)
+        self._engines = engines
+        llm = settings.engines.llm
+        capable = llm.backend == "openai" or llm.model_path is not None
+        self.commands_by_llm = self.settings.commands == "llm" or (
+            self.settings.commands == "auto" and capable
+        )
+        self._running: dict[SessionKey, asyncio.Task[None]] = {}
+        self._forgot_at = float("-inf")
+
+    def voice(self, device_id: str) -> Voice:
+        """Return how ``device_id`` speaks: its own settings over the service's defaults."""
+        base = self.settings.voice.model_dump()
+        own = self.settings.devices.get(device_id)
+        if own is not None:
+            base |= own.model_dump(exclude_none=True)
+        return Voice(**base)
+
+    async def handle(self, request: LingxiRequest) -> AsyncIterator[Reply]:
+        """Yield the replies to one request; closing the iterator cancels the work."""
+        if isinstance(request, ChatRequest):
+            chat = self._chat(request)
+            async with contextlib.aclosing(chat):
+                async for reply in chat:
+                    yield reply
+        elif isinstance(request, ReportRequest):
+            # Shielded: what a device reported is stored even if the platform hangs up.
+            commands = await asyncio.shield(self._records.report(request))
+            if commands is not None:
+                yield commands
+        elif isinstance(request, ResetRequest):
+            yield await asyncio.shield(self._records.reset(request))
+        elif isinstance(request, GetRequest):
+            yield await self._records.get(request)
+
+    async def _chat(self, request: ChatRequest) -> AsyncGenerator[Reply, None]:
+        """Run the chat in a task of its own, so that a newer chat on the session can stop it."""
+        key = (request.device_id, request.session_id)
+        replies: asyncio.Queue[Reply | None] = asyncio.Queue()
+        previous = self._running.get(key)
+        task = asyncio.create_task(self._converse(request, replies.put_nowait, previous))
+        self._running[key] = task
+        if previous is not None and not previous.done() and not previous.cancelling():
+            log.info("lingxi: chat superseded device=%s session=%s", *key)
+            previous.cancel()
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+            await asyncio.wait([task])
+            if not task.cancelled():  # a superseded chat just ends
+                task.result()
+        finally:
+            if not task.done() and not task.cancelling():
+                task.cancel()
+            await asyncio.wait([task])  # its part of the conversation is stored by now
+            if not task.cancelled():
+                task.exception()  # mark it retrieved: raised above, or we failed first
+            if self._running.get(key) is task:
+                del self._running[key]
+
+    async def _converse(
+        self, request: ChatRequest, emit: Emit, previous: asyncio.Task[None] | None
+    ) -> None:
+        try:
+            if previous is not None:
+                try:
+                    await asyncio.wait([previous])  # its turn goes into the history first
+                except asyncio.CancelledError:
+                    await asyncio.wait([previous])  # keep the order when superseded in turn
+                    raise
+            await self._answer(request, emit)
+        finally:
+            emit(None)
+
+    async def _answer(self, request: ChatRequest, emit: Emit) -> None:
+        voice = self.voice(request.device_id)
+        said = request.msg.strip()
+        if not speakable(said):
+            emit(Speech(self.settings.fallback_answer, voice))
+            return
+        asked = self.catalogue.match(said)
+        if asked and not self.commands_by_llm:
+            await self._confirm(request, asked, voice, emit)
+            return
+        spoken: list[str] = []
+        try:
+            # Shielded: a chat superseded while the model loads must not abort the load.
+            llm = await asyncio.shield(self._engines.llm())
+            messages = [
+                ChatMessage(Role.SYSTEM, self._system_prompt(asked)),
+                *await self._history(request),
+                ChatMessage(Role.USER, said),
+            ]
+            await self._stream(llm, messages, voice, emit, spoken)
+        except EngineError as err:
+            if not asked or spoken:
+                raise
+            log.warning("lingxi: LLM failed (%s); confirming the asked actions without it", err)
+            await self._confirm(request, asked, voice, emit)
+            return
+        finally:
+            if spoken:  # even when superseded or gone: the device said it
+                await asyncio.shield(self._remember(request, _join(spoken)))
+        if not spoken:
+            emit(Speech(self.settings.fallback_answer, voice))
+        actions = asked
+        if not actions and self.commands_by_llm:
+            actions = await self._choose_actions(llm, said, _join(spoken))
+        if actions:
+            emit(Commands(actions))
+
+    async def _confirm(
+        self, request: ChatRequest, asked: tuple[Action, ...], voice: Voice, emit: Emit
+    ) -> None:
+        """Confirm the asked actions with the configured sentence, then send them."""
+        reply = self.catalogue.confirmation(asked, self.settings.command_reply)
+        cutter = SentenceCutter(self.settings.max_sentence_chars)
+        for piece in [*cutter.feed(reply), *cutter.flush()]:
+            emit(Speech(piece, voice))
+        emit(Commands(asked))
+        await self._remember(request, reply)
+
+    async def _stream(
+        self,
+        llm: LLM,
+        messages: list[ChatMessage],
+        voice: Voice,
+        emit: Emit,
+        spoken: list[str],
+    ) -> None:
+        """Stream the LLM's answer, emitting each piece as soon as it is complete."""
+        cutter = SentenceCutter(self.settings.max_sentence_chars)
+        options = GenerationOptions(
+            max_tokens=self.settings.max_tokens, temperature=self.settings.temperature
+        )
+        chunks = _texts(llm, messages, options)
+        async with contextlib.aclosing(chunks):
+            async for text in chunks:
+                for piece in cutter.feed(text):
+                    spoken.append(piece)
+                    emit(Speech(piece, voice))
+        for piece in cutter.flush():
+            spoken.append(piece)
+            emit(Speech(piece, voice))
+
+    def _system_prompt(self, asked: tuple[Action, ...]) -> str:
+        prompt = self.settings.system_prompt
+        if self.commands_by_llm:
+            prompt += _ACTIONS_PROMPT.format(catalogue=self.catalogue.describe())
+        if asked:
+            doing = ",".join(
+                spec.description for a in asked if (spec := self.catalogue.get(a.name))
+            )
+            prompt += _DOING_PROMPT.format(actions=doing)
+        return prompt
+
+    async def _choose_actions(self, llm: LLM, said: str, answer: str) -> tuple[Action, ...]:
+        """Ask the LLM for the actions the turn calls for, as JSON checked by the catalogue."""
+        messages = [
+            ChatMessage(Role.SYSTEM, _CHOOSE_PROMPT.format(catalogue=self.catalogue.describe())),
+            ChatMessage(Role.USER, f"用户: {said}\n助手: {answer}"),
+        ]
+        options = GenerationOptions(
+            max_tokens=_CHOICE_TOKENS, temperature=0.0, json_schema=self.catalogue.json_schema()
+        )
+        try:
+            completion = await llm.complete(messages, options)
+            choice = json.loads(completion.text)
+        except (EngineError, ValueError) as err:
+            log.warning("lingxi: no action choice from the model: %s", err)
+            return ()
+        return self.catalogue.from_model(choice)
+
+    async def _history(self, request: ChatRequest) -> list[ChatMessage]:
+        if self.settings.history_messages == 0:
+            return []
+        idle_since = utcnow() - timedelta(seconds=self.settings.history_idle_s)
+        if time.monotonic() - self._forgot_at > _FORGET_EVERY_S:
+            self._forgot_at = time.monotonic()
+            await self._store.forget_idle(idle_since)
+        turns = await self._store.history(
+            request.device_id, request.session_id, idle_since=idle_since
+        )
+        return [
+            ChatMessage(Role.USER if turn.role == "user" else Role.ASSISTANT, turn.content)
+            for turn in turns
+        ]
+
+    async def _remember(self, request: ChatRequest, answer: str) -> None:
+        if self.settings.history_messages == 0:
+            return
+        turns = [Turn("user", request.msg.strip()), Turn("assistant", answer)]
+        await self._store.append(
+            request.device_id, request.session_id, turns, keep=self.settings.history_messages
+        )
+
+
+async def _texts(
+    llm: LLM, messages: list[ChatMessage], options: GenerationOptions
+) -> AsyncGenerator[str, None]:
+    """Yield the text of an LLM stream; closing this closes the engine's stream at once."""
+    stream = llm.stream(messages, options)
+    try:
+        async for chunk in stream:
+            if chunk.text:
+                yield chunk.text
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _join(pieces: list[str]) -> str:
+    """Join spoken pieces back into one answer, with a space only between Latin words."""
+    text = ""
+    for piece in pieces:
+        latin = text and text[-1].isascii() and piece[0].isascii()
+        text += (" " if latin else "") + piece
+    return text

@@ -1,0 +1,115 @@
+"""Lingxi storage on SQLite, and on PostgreSQL when AIPROJECT_TEST_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from aiproject.store.db import Database
+from aiproject.store.lingxi import DeviceState, LingxiStore, ReportRecord, Turn
+from aiproject.store.models import utcnow
+
+PG_URL = os.environ.get("AIPROJECT_TEST_DATABASE_URL", "")
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _backends() -> list[object]:
+    backends: list[object] = ["sqlite"]
+    if PG_URL:
+        backends.append(pytest.param("postgres", marks=pytest.mark.postgres))
+    return backends
+
+
+@pytest.fixture(params=_backends())
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LingxiStore]:
+    """A store on a freshly migrated database (PostgreSQL: in a schema of its own)."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'lingxi.db'}")
+        await db.migrate()
+        yield LingxiStore(db)
+        await db.aclose()
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = Database(PG_URL)
+    async with admin.engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    db = Database(PG_URL, schema=schema)
+    await db.migrate()
+    try:
+        yield LingxiStore(db)
+    finally:
+        await db.aclose()
+        async with admin.engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.aclose()
+
+
+def _report(device: str, *, battery: int | None = None, **counts: int) -> ReportRecord:
+    events = [{"event": name, "params": {"count": n}} for name, n in counts.items()]
+    return ReportRecord(device, "s", 1640995200000, counts, events, battery, None)
+
+
+async def test_history_keeps_the_newest_messages_in_order(store: LingxiStore) -> None:
+    for n in range(3):
+        turns = [Turn("user", f"q{n}"), Turn("assistant", f"a{n}")]
+        await store.append("dog", "s", turns, keep=4)
+    assert await store.history("dog", "s", idle_since=LONG_AGO) == [
+        Turn("user", "q1"),
+        Turn("assistant", "a1"),
+        Turn("user", "q2"),
+        Turn("assistant", "a2"),
+    ]
+    # Conversations are (device, session): the same session id elsewhere is another one.
+    assert await store.history("cat", "s", idle_since=LONG_AGO) == []
+    assert await store.history("dog", "t", idle_since=LONG_AGO) == []
+
+
+async def test_an_idle_conversation_is_forgotten(store: LingxiStore) -> None:
+    await store.append("dog", "s", [Turn("user", "q"), Turn("assistant", "a")], keep=10)
+    assert await store.history("dog", "s", idle_since=utcnow() + timedelta(seconds=1)) == []
+    assert await store.history("dog", "s", idle_since=LONG_AGO) == []  # deleted, not hidden
+
+
+async def test_forget_idle_deletes_only_conversations_idle_since(store: LingxiStore) -> None:
+    await store.append("dog", "old", [Turn("user", "q")], keep=10)
+    await asyncio.sleep(0.05)
+    cutoff = utcnow()
+    await asyncio.sleep(0.05)
+    await store.append("dog", "new", [Turn("user", "q")], keep=10)
+    assert await store.forget_idle(cutoff) == 1
+    assert await store.history("dog", "old", idle_since=LONG_AGO) == []
+    assert await store.history("dog", "new", idle_since=LONG_AGO) == [Turn("user", "q")]
+
+
+async def test_reports_add_up_counters_and_keep_the_state_around_them(
+    store: LingxiStore,
+) -> None:
+    first = await store.record_report(_report("dog", battery=85, touch=1, feed=2))
+    assert first.before == DeviceState(None, None, {})
+    assert first.after == DeviceState(85, None, {"touch": 1, "feed": 2})
+    second = await store.record_report(_report("dog", touch=3))
+    assert second.before == first.after
+    assert second.after == DeviceState(85, None, {"touch": 4, "feed": 2})  # battery kept
+    assert await store.device_state("cat") == DeviceState(None, None, {})
+
+
+async def test_concurrent_reports_lose_no_count(store: LingxiStore) -> None:
+    await asyncio.gather(*(store.record_report(_report("dog", touch=1)) for _ in range(40)))
+    assert (await store.device_state("dog")).counters == {"touch": 40}
+
+
+async def test_reset_zeroes_named_counters_or_all(store: LingxiStore) -> None:
+    await store.record_report(_report("dog", touch=3, feed=2))
+    await store.record_report(_report("cat", touch=5))
+    assert await store.reset_counters("dog", ["touch", "never"]) == 1
+    assert (await store.device_state("dog")).counters == {"touch": 0, "feed": 2}
+    assert await store.reset_counters("dog", None) == 2
+    assert (await store.device_state("dog")).counters == {"touch": 0, "feed": 0}
+    assert (await store.device_state("cat")).counters == {"touch": 5}
