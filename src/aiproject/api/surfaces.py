@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -25,6 +26,17 @@ def _bare(surface: Surface, ctx: AppContext) -> Starlette:
     app = Starlette(routes=[_health(surface)])
     app.state.ctx = ctx
     return app
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    """Answer unknown paths and methods with a code, as every spec on this port does."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+    return JSONResponse(
+        {"code": code, "msg": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=dict(exc.headers or {}),
+    )
 
 
 def create_tools_app(ctx: AppContext) -> ASGIApp:
@@ -53,6 +65,7 @@ def create_http_app(ctx: AppContext) -> ASGIApp:
 
     app = FastAPI(title="AiProject", version=__version__)
     app.state.ctx = ctx
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.router.routes.append(_health(Surface.HTTP))
     for module in (rest, lingxi, pets):
         app.include_router(module.create_router(ctx))
