@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,6 @@ from aiproject.config import Settings, Surface, load_settings
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     for key in list(os.environ):
         if key.startswith("AIPROJECT_"):
             monkeypatch.delenv(key)
@@ -52,6 +51,9 @@ def test_environment_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert settings.engines.llm.backend == "openai"
     assert settings.engines.llm.openai.base_url == "http://llm:8000/v1"
     assert settings.engines.llm.openai.model == "qwen-max"
+    # The file applies to that load only; the process environment is left alone.
+    assert "AIPROJECT_CONFIG" not in os.environ
+    assert Settings().database_url == ""
 
 
 def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:

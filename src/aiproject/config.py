@@ -8,6 +8,7 @@ Precedence, highest first: constructor arguments, environment variables (nested 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -318,6 +319,10 @@ class PetsSettings(BaseModel):
     repeat_window_hours: float = Field(default=24.0, gt=0)
 
 
+# The TOML file given to load_settings, without touching the process environment.
+_config_file: ContextVar[str | None] = ContextVar("aiproject_config_file", default=None)
+
+
 def default_data_dir() -> Path:
     """Return the default data directory (XDG data home)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -360,7 +365,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Read constructor arguments, then the environment, then the TOML file."""
-        toml_path = os.environ.get("AIPROJECT_CONFIG")
+        toml_path = _config_file.get() or os.environ.get("AIPROJECT_CONFIG")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
@@ -401,6 +406,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     unknown = unknown_env_vars()
     if unknown:
         raise ValueError(f"unknown settings in the environment: {', '.join(unknown)}")
-    if config_file is not None:
-        os.environ["AIPROJECT_CONFIG"] = str(config_file)
-    return Settings(**overrides)
+    reset = _config_file.set(str(config_file) if config_file is not None else None)
+    try:
+        return Settings(**overrides)
+    finally:
+        _config_file.reset(reset)
