@@ -11,6 +11,8 @@ import pytest
 from aiproject.config import Settings
 from aiproject.engines.models import ModelStore, Progress
 from aiproject.engines.registry import Engines
+from aiproject.store.db import Database
+from tests.support.databases import backends, migrated_database
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -48,3 +50,10 @@ async def engines(base_settings: Settings, model_store: ModelStore) -> AsyncIter
     registry = Engines(base_settings, model_store)
     yield registry
     await registry.aclose()
+
+
+@pytest.fixture(params=backends())
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A freshly migrated database: SQLite, and PostgreSQL when configured for the tests."""
+    async with migrated_database(request.param, tmp_path) as database:
+        yield database

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import RestSettings, Settings
@@ -26,43 +24,15 @@ from aiproject.engines.registry import Engines
 from aiproject.store.accounts import AccessToken, LoginFailure, User
 from aiproject.store.db import Database
 
-PG_URL = os.environ.get("AIPROJECT_TEST_DATABASE_URL", "")
 PASSWORD = "correct horse battery"
 ALICE = {"username": "alice", "password": PASSWORD, "email": "alice@example.com"}
 REST = RestSettings(login_failures_per_user=3, login_failures_per_address=5)
 
 
-def _backends() -> list[object]:
-    backends: list[object] = ["sqlite"]
-    if PG_URL:
-        backends.append(pytest.param("postgres", marks=pytest.mark.postgres))
-    return backends
-
-
-@pytest.fixture(params=_backends())
-async def ctx(
-    request: pytest.FixtureRequest, settings: Settings, engines: Engines
-) -> AsyncIterator[AppContext]:
+@pytest.fixture
+def ctx(db: Database, settings: Settings, engines: Engines) -> AppContext:
     """A context on a fresh database; the session's engines are shared, never closed here."""
-    configured = settings.model_copy(update={"rest": REST})
-    if request.param == "sqlite":
-        context = await AppContext.open(configured, engines=engines)
-        yield context
-        await context.db.aclose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = Database(PG_URL)
-    async with admin.engine.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    db = Database(PG_URL, schema=schema)
-    await db.migrate()
-    try:
-        yield AppContext(settings=configured, db=db, engines=engines)
-    finally:
-        await db.aclose()
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.aclose()
+    return AppContext(settings=settings.model_copy(update={"rest": REST}), db=db, engines=engines)
 
 
 def client_for(ctx: AppContext, address: str = "192.0.2.1") -> httpx.AsyncClient:

@@ -7,55 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
 from pydantic import SecretStr
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, inspect, select
 
 from aiproject.config import RestSettings, Settings
 from aiproject.domain.accounts import AccountError, Accounts, Principal, check_registration
 from aiproject.store.accounts import AccessToken, QuotaCharge, User
 from aiproject.store.db import Database
 
-PG_URL = os.environ.get("AIPROJECT_TEST_DATABASE_URL", "")
 PASSWORD = "correct horse battery"
-
-
-def _backends() -> list[object]:
-    backends: list[object] = ["sqlite"]
-    if PG_URL:
-        backends.append(pytest.param("postgres", marks=pytest.mark.postgres))
-    return backends
-
-
-@pytest.fixture(params=_backends())
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A freshly migrated database; on PostgreSQL, in a schema of its own."""
-    if request.param == "sqlite":
-        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'accounts.db'}")
-        await database.migrate()
-        yield database
-        await database.aclose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = Database(PG_URL)
-    async with admin.engine.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    database = Database(PG_URL, schema=schema)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.aclose()
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.aclose()
 
 
 def with_rest(settings: Settings, **rest: object) -> Settings:

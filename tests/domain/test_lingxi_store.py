@@ -3,52 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from aiproject.store.db import Database
 from aiproject.store.lingxi import DeviceState, LingxiStore, ReportRecord, Turn
 from aiproject.store.models import utcnow
 
-PG_URL = os.environ.get("AIPROJECT_TEST_DATABASE_URL", "")
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def _backends() -> list[object]:
-    backends: list[object] = ["sqlite"]
-    if PG_URL:
-        backends.append(pytest.param("postgres", marks=pytest.mark.postgres))
-    return backends
-
-
-@pytest.fixture(params=_backends())
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LingxiStore]:
-    """A store on a freshly migrated database (PostgreSQL: in a schema of its own)."""
-    if request.param == "sqlite":
-        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'lingxi.db'}")
-        await db.migrate()
-        yield LingxiStore(db)
-        await db.aclose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = Database(PG_URL)
-    async with admin.engine.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    db = Database(PG_URL, schema=schema)
-    await db.migrate()
-    try:
-        yield LingxiStore(db)
-    finally:
-        await db.aclose()
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.aclose()
+@pytest.fixture
+def store(db: Database) -> LingxiStore:
+    """A store on a freshly migrated database."""
+    return LingxiStore(db)
 
 
 def _report(device: str, *, battery: int | None = None, **counts: int) -> ReportRecord:

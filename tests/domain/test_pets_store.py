@@ -13,10 +13,9 @@ from sqlalchemy.engine import Connection
 
 from aiproject.store.db import Database
 from aiproject.store.pets import NewAnalysis, PetAnalysisRow, PetStore
-from tests.store.conftest import db  # noqa: F401 - the migrated database fixture
 
 
-async def test_profiles_belong_to_their_owner(db: Database) -> None:  # noqa: F811
+async def test_profiles_belong_to_their_owner(db: Database) -> None:
     store = PetStore(db)
     made = await store.add_profile(
         "u1", name="咪咪", species="cat", age_years=3.5, weight_kg=4.2, conditions=("慢性肾病",)
@@ -28,7 +27,7 @@ async def test_profiles_belong_to_their_owner(db: Database) -> None:  # noqa: F8
     assert await store.profile("u1", made.id + 1) is None
 
 
-async def test_sessions_keep_their_analyses(db: Database) -> None:  # noqa: F811
+async def test_sessions_keep_their_analyses(db: Database) -> None:
     store = PetStore(db)
     session_id = await store.add_session("u1")
     assert await store.has_session("u1", session_id)
@@ -45,7 +44,7 @@ async def test_sessions_keep_their_analyses(db: Database) -> None:  # noqa: F811
     assert analyses[0].created_at.tzinfo is not None
 
 
-async def test_recent_episodes_count_per_pet_or_per_session(db: Database) -> None:  # noqa: F811
+async def test_recent_episodes_count_per_pet_or_per_session(db: Database) -> None:
     store = PetStore(db)
     pet = await store.add_profile("u1", name="旺财", species="dog")
     s1, s2 = await store.add_session("u1"), await store.add_session("u1")
@@ -66,7 +65,7 @@ async def test_recent_episodes_count_per_pet_or_per_session(db: Database) -> Non
     assert await store.count_since(module=5, since=since, session_id=s1, pet_profile_id=None) == 2
 
 
-async def test_migration_downgrades_and_upgrades(db: Database) -> None:  # noqa: F811
+async def test_migration_downgrades_and_upgrades(db: Database) -> None:
     config = Config()
     config.set_main_option("script_location", str(files("aiproject.store").joinpath("migrations")))
 

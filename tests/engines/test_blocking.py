@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 from aiproject.engines.blocking import BlockingPool
@@ -96,3 +97,50 @@ async def test_cancelling_the_consumer_stops_the_producer() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await asyncio.to_thread(stopped.wait, 2)
+
+
+async def test_anyio_cancellation_waits_for_the_current_item() -> None:
+    # Starlette cancels a streaming response through an anyio cancel scope, which re-cancels
+    # every await: the pool must still wait for the item in progress, so counts are final.
+    pool = BlockingPool("t", 1)
+    finished = 0
+
+    def produce(stop: threading.Event) -> Iterator[int]:
+        nonlocal finished
+        while not stop.is_set():
+            time.sleep(0.05)
+            finished += 1
+            yield finished
+
+    with anyio.move_on_after(0.12):
+        async for _ in pool.iterate(produce):
+            pass
+    settled = finished
+    await asyncio.sleep(0.2)
+    assert finished == settled
+
+
+async def test_a_queued_producer_that_was_abandoned_never_runs() -> None:
+    pool = BlockingPool("t", 1)
+    ran = threading.Event()
+    busy = threading.Event()
+    release = threading.Event()
+
+    def block() -> None:
+        busy.set()
+        release.wait(5)
+
+    blocker = asyncio.ensure_future(pool.run(block))
+    assert await asyncio.to_thread(busy.wait, 2)  # the only worker is taken
+
+    def produce(stop: threading.Event) -> Iterator[int]:
+        ran.set()
+        yield 1
+
+    with anyio.move_on_after(0.05):
+        async for _ in pool.iterate(produce):
+            pass
+    release.set()
+    await blocker
+    await asyncio.sleep(0.05)
+    assert not ran.is_set()

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
-from typing import cast
 
+import anyio
 import pytest
 
 from aiproject.config import LLMSettings, Settings
 from aiproject.engines import llm as llm_engines
 from aiproject.engines.errors import BadInput, EngineUnavailable, LLMError
-from aiproject.engines.llm.base import ChatMessage, GenerationOptions, LLMChunk, Role
+from aiproject.engines.llm.base import (
+    ChatMessage,
+    GenerationOptions,
+    LLMChunk,
+    Role,
+    Usage,
+    UsageMeter,
+)
 from aiproject.engines.llm.llama_cpp import LlamaCppLLM
 from aiproject.engines.models import ModelStore
 from aiproject.engines.registry import Engines
@@ -96,6 +104,25 @@ async def test_usage_counts_prompt_and_generated_tokens_exactly(llm: LlamaCppLLM
     assert completion.usage.total_tokens == expected_prompt + 24
 
 
+@pytest.mark.parametrize("stop", [(), ("sea",)], ids=["length", "stop-string"])
+async def test_meter_equals_the_final_usage(llm: LlamaCppLLM, stop: tuple[str, ...]) -> None:
+    meter = UsageMeter()
+    chunks = await collect(llm, POEM, replace(GREEDY, stop=stop, meter=meter))
+
+    assert chunks[-1].usage == meter.usage()
+    assert meter.usage() == Usage(
+        prompt_tokens=await gemma_prompt_tokens(llm, POEM[0].content),
+        completion_tokens=meter.completion_tokens,
+        estimated=False,
+    )
+    assert meter.completion_tokens > 0
+
+
+def test_meter_is_not_part_of_the_options_value() -> None:
+    assert replace(GREEDY, meter=UsageMeter()) == GREEDY
+    assert hash(replace(GREEDY, meter=UsageMeter())) == hash(GREEDY)
+
+
 async def test_max_tokens_is_respected(llm: LlamaCppLLM) -> None:
     options = GenerationOptions(max_tokens=5, temperature=0)
     completion = await llm.complete(POEM, options)
@@ -131,16 +158,23 @@ async def test_stop_sequence_cuts_the_text_and_still_bills_its_tokens(llm: Llama
 
 async def test_closing_the_stream_stops_generation(llm: LlamaCppLLM) -> None:
     before = llm.tokens_generated_total
-    options = GenerationOptions(max_tokens=400, temperature=0)
+    meter = UsageMeter()
+    options = GenerationOptions(max_tokens=400, temperature=0, meter=meter)
     # The backend's stream is an async generator; aclose() is what a dropped client causes.
-    stream = cast(AsyncGenerator[LLMChunk, None], llm.stream(POEM, options))
+    stream = llm.stream(POEM, options)
     async with asyncio.timeout(TIMEOUT_S), aclosing(stream):
         first = await anext(stream)
     assert first.text
 
     stopped_at = llm.tokens_generated_total
+    # Closed early, the meter says what the final usage would have for the tokens sampled.
+    assert meter.usage() == Usage(
+        prompt_tokens=await gemma_prompt_tokens(llm, POEM[0].content),
+        completion_tokens=stopped_at - before,
+    )
     await asyncio.sleep(0.5)
     assert llm.tokens_generated_total == stopped_at  # nothing runs on in the background
+    assert meter.completion_tokens == stopped_at - before
     assert stopped_at - before < 20  # of max_tokens=400
 
     # The single worker is free again: a follow-up request completes promptly.
@@ -168,6 +202,25 @@ async def test_cancelling_the_consumer_stops_generation(llm: LlamaCppLLM) -> Non
     await asyncio.sleep(0.5)
     assert llm.tokens_generated_total == stopped_at
     assert stopped_at - before < 20  # of max_tokens=400
+
+
+async def test_meter_is_final_when_an_anyio_cancelled_stream_ends(llm: LlamaCppLLM) -> None:
+    before = llm.tokens_generated_total
+    meter = UsageMeter()
+    options = GenerationOptions(max_tokens=400, temperature=0, meter=meter)
+
+    # Level cancellation, as Starlette cancels the response of a client that left: every
+    # await in the scope is cancelled, the engine's clean-up included unless it shields.
+    with anyio.fail_after(TIMEOUT_S), anyio.CancelScope() as scope:
+        async for _chunk in llm.stream(POEM, options):
+            scope.cancel()
+    assert scope.cancelled_caught
+
+    counted = meter.completion_tokens
+    assert counted == llm.tokens_generated_total - before
+    await asyncio.sleep(0.5)
+    assert meter.completion_tokens == counted == llm.tokens_generated_total - before
+    assert 0 < counted < 20  # of max_tokens=400
 
 
 async def test_concurrent_requests_are_serialised_and_both_correct(llm: LlamaCppLLM) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ from pydantic import SecretStr
 from aiproject.config import LLMSettings, OpenAICompat, Settings
 from aiproject.engines import llm as llm_engines
 from aiproject.engines.errors import BadInput, EngineUnavailable, RemoteError
-from aiproject.engines.llm.base import ChatMessage, GenerationOptions, LLMChunk, Role, Usage
+from aiproject.engines.llm.base import (
+    ChatMessage,
+    GenerationOptions,
+    LLMChunk,
+    Role,
+    Usage,
+    UsageMeter,
+)
 from aiproject.engines.llm.openai import OpenAICompatLLM, estimate_tokens
 from aiproject.engines.models import ModelStore
 from tests.support.http_server import FakeHTTPServer, Reply
@@ -190,7 +198,55 @@ async def test_missing_usage_is_estimated(llm: OpenAICompatLLM, server: FakeHTTP
 
     # Documented fallback: estimate_tokens per message plus 4 template tokens each.
     prompt = estimate_tokens("Be brief.") + estimate_tokens("Say hello.") + 2 * 4
-    assert usage == Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens("Hello!"))
+    assert usage == Usage(
+        prompt_tokens=prompt, completion_tokens=estimate_tokens("Hello!"), estimated=True
+    )
+
+
+async def test_meter_gets_the_servers_usage(llm: OpenAICompatLLM) -> None:
+    meter = UsageMeter()
+    chunks = await collect(llm, GenerationOptions(meter=meter))
+
+    assert meter.usage() == chunks[-1].usage == Usage(prompt_tokens=21, completion_tokens=3)
+
+
+async def test_meter_gets_the_estimate_when_the_server_sends_no_usage(
+    llm: OpenAICompatLLM, server: FakeHTTPServer
+) -> None:
+    routed(server, Reply.sse(ANSWER))
+    meter = UsageMeter()
+    chunks = await collect(llm, GenerationOptions(meter=meter))
+
+    assert meter.usage() == chunks[-1].usage
+    assert meter.estimated
+
+
+async def test_stream_closed_early_meters_the_estimate_of_what_arrived(
+    llm: OpenAICompatLLM,
+) -> None:
+    meter = UsageMeter()
+    stream = llm.stream(MESSAGES, GenerationOptions(meter=meter))
+    async with asyncio.timeout(TIMEOUT_S), aclosing(stream):
+        first = await anext(stream)
+    assert first.text == "Hel"
+
+    # The server's usage never came: the documented estimate of the prompt and of "Hel".
+    prompt = estimate_tokens("Be brief.") + estimate_tokens("Say hello.") + 2 * 4
+    assert meter.usage() == Usage(
+        prompt_tokens=prompt, completion_tokens=estimate_tokens("Hel"), estimated=True
+    )
+
+
+async def test_failed_stream_meters_the_estimate_of_what_arrived(
+    llm: OpenAICompatLLM, server: FakeHTTPServer
+) -> None:
+    routed(server, Reply.sse([delta("Hello the"), {"error": {"message": "overloaded"}}]))
+    meter = UsageMeter()
+
+    with pytest.raises(RemoteError):
+        await collect(llm, GenerationOptions(meter=meter))
+    assert meter.completion_tokens == estimate_tokens("Hello the")
+    assert meter.estimated
 
 
 async def test_stream_without_done_marker_still_ends(

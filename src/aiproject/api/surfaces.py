@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp

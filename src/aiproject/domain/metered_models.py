@@ -4,9 +4,10 @@ Text and pictures are metered against the caller's quotas: a request that the qu
 cover is refused before anything is generated, and afterwards exactly what the engine
 reported is deducted (never below zero) in one transaction with its ledger row.
 
-A streamed answer closed early (the client went away) stops generation; it is billed from
-the engine's tokenizer: the dialog text plus the answer text produced so far, because the
-engine reports exact usage only on its final chunk.
+A streamed answer closed early (the client went away) stops generation and is billed from
+the engine's :class:`UsageMeter`: the counts of what it evaluated and sampled up to the stop,
+exact where the engine's final usage would have been. An engine that leaves the meter empty
+is billed an estimate from its tokenizer: the dialog text plus the answer text produced.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import anyio
@@ -23,7 +24,7 @@ from aiproject.config import Settings
 from aiproject.domain.accounts import Account, Accounts
 from aiproject.engines.audio import decode_audio
 from aiproject.engines.images import ImageLimits, decode_image, encode_jpeg, sniff_image_format
-from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role
+from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role, UsageMeter
 from aiproject.engines.registry import Engines
 from aiproject.errors import AiProjectError
 
@@ -97,35 +98,46 @@ class ChatTurn:
         """
         produced: list[str] = []
         billed = False
+        meter = UsageMeter()
+        chunks = self._llm.stream(self._messages, replace(self._options, meter=meter))
         try:
-            # aclosing stops the engine at once when this generator is closed early.
-            async with aclosing(self._llm.stream(self._messages, self._options)) as chunks:
-                async for chunk in chunks:
-                    if chunk.usage is None:
-                        if chunk.text:
-                            produced.append(chunk.text)
-                            yield Delta(chunk.text)
-                        continue
-                    with anyio.CancelScope(shield=True):
-                        charge = await self._accounts.charge_tokens(
-                            self._account, chunk.usage.total_tokens, "chat"
-                        )
-                    billed = True
-                    yield Answer(
-                        text=chunk.text,
-                        question_tokens=self._question_tokens,
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                        charged=charge.charged,
-                    )
-        finally:
-            if not billed and produced:
-                # Shielded: a cancelled request must still pay for what it generated.
+            async for chunk in chunks:
+                if chunk.usage is None:
+                    if chunk.text:
+                        produced.append(chunk.text)
+                        yield Delta(chunk.text)
+                    continue
                 with anyio.CancelScope(shield=True):
-                    answer_tokens = await self._llm.count_tokens("".join(produced))
-                    await self._accounts.charge_tokens(
-                        self._account, self._dialog_tokens + answer_tokens, "chat-interrupted"
+                    charge = await self._accounts.charge_tokens(
+                        self._account, chunk.usage.total_tokens, "chat"
                     )
+                billed = True
+                yield Answer(
+                    text=chunk.text,
+                    question_tokens=self._question_tokens,
+                    prompt_tokens=chunk.usage.prompt_tokens,
+                    completion_tokens=chunk.usage.completion_tokens,
+                    charged=charge.charged,
+                )
+        finally:
+            # Shielded: closing stops the engine and makes its meter final, and a cancelled
+            # request must still pay for what it generated.
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                if not billed:
+                    await self._bill_interrupted(meter, produced)
+
+    async def _bill_interrupted(self, meter: UsageMeter, produced: list[str]) -> None:
+        """Charge a turn that ended before the engine reported its usage (if it made any)."""
+        if meter.completion_tokens:
+            # The engine's counts (if it left the prompt out, the dialog text stands for it).
+            tokens = (meter.prompt_tokens or self._dialog_tokens) + meter.completion_tokens
+        elif produced:
+            # The engine does not fill the meter: estimate with its tokenizer.
+            tokens = self._dialog_tokens + await self._llm.count_tokens("".join(produced))
+        else:
+            return  # nothing was generated
+        await self._accounts.charge_tokens(self._account, tokens, "chat-interrupted")
 
     async def complete(self) -> tuple[str, Answer]:
         """Generate the whole answer; return its text and the billed :class:`Answer`."""

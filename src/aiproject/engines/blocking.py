@@ -9,6 +9,8 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import anyio
+
 T = TypeVar("T")
 
 _DONE = object()
@@ -46,6 +48,7 @@ class BlockingPool:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue(maxsize=buffer)
         stop = threading.Event()
+        started = threading.Event()
 
         def put(item: object) -> None:
             fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
@@ -58,6 +61,9 @@ class BlockingPool:
             fut.cancel()
 
         def worker() -> None:
+            started.set()
+            if stop.is_set():  # the consumer left while this waited for a free worker
+                return
             try:
                 for item in produce(stop):
                     if stop.is_set():
@@ -86,8 +92,13 @@ class BlockingPool:
             # Drain so a producer blocked on a full queue sees the stop promptly.
             while not queue.empty():
                 queue.get_nowait()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(future)
+            # Wait for a started producer to finish its current item, so that whatever it
+            # counts (tokens for billing) is final when the consumer's stream has closed.
+            # Shielded: anyio (Starlette) re-cancels every await of a cancelled task. A
+            # producer that had not started sees the stop event and returns at once.
+            if started.is_set():
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await future
 
     def shutdown(self) -> None:
         """Stop accepting work; running inferences finish."""

@@ -40,6 +40,40 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass
+class UsageMeter:
+    """Token counts of one generation as it runs, for billing a stream closed early.
+
+    A caller passes a fresh meter as :attr:`GenerationOptions.meter`; the engine sets
+    ``prompt_tokens`` once the prompt is evaluated and counts every token it samples in
+    ``completion_tokens``, exactly as its final :class:`Usage` would. ``estimated`` is True
+    when the counts are approximations.
+
+    The engine may write from its worker thread while the event loop reads: each field is a
+    plain int or bool assignment, atomic under the GIL, so a read mid-stream sees every field
+    either before or after an update. The counts are final once the stream has closed
+    (ended, failed, or been closed early).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    def record(self, usage: Usage) -> None:
+        """Set the counts to ``usage``."""
+        self.prompt_tokens = usage.prompt_tokens
+        self.completion_tokens = usage.completion_tokens
+        self.estimated = usage.estimated
+
+    def usage(self) -> Usage:
+        """Return the counts so far as a :class:`Usage`."""
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            estimated=self.estimated,
+        )
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """How to generate; ``None`` means the engine's configured default."""
@@ -50,6 +84,8 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     # A JSON schema the output must satisfy (constrained decoding where the backend can).
     json_schema: Mapping[str, Any] | None = None
+    # Filled by the engine as it generates; not part of what the options mean.
+    meter: UsageMeter | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -82,7 +118,8 @@ class LLM(ABC):
     ) -> AsyncGenerator[LLMChunk, None]:
         """Stream the answer to ``messages``; the final chunk has ``usage`` set.
 
-        Closing the iterator early (client gone) stops generation promptly.
+        Closing the iterator early (client gone) stops generation promptly. An engine that
+        supports ``options.meter`` keeps it up to date, and final once the stream has closed.
         """
 
     async def complete(

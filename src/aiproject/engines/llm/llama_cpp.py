@@ -10,7 +10,9 @@ users by exact counts. So usage is counted here, exactly:
   counts up to the token at which it stopped.
 
 The consumer's stop event is checked after every token, so closing the stream frees the
-single worker (one ``Llama`` is not re-entrant) within one token's time.
+single worker (one ``Llama`` is not re-entrant) within one token's time. A caller's
+:class:`UsageMeter` holds the same counts as they grow; the stream closes only once its worker
+has stopped counting, so after an early close the meter says what the final usage would have.
 
 Every request evaluates its whole prompt from an empty KV cache, so a request with
 temperature 0 (or a fixed seed) always gives the same answer. The price: no prompt caching
@@ -19,6 +21,7 @@ across turns; a long history is re-read each turn (about 80-150 prompt tokens/s 
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import ctypes
 import json
@@ -26,7 +29,7 @@ import logging
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -43,8 +46,23 @@ from aiproject.engines.llm.base import (
     LLMChunk,
     Role,
     Usage,
+    UsageMeter,
 )
 from aiproject.engines.models import ModelStore
+
+
+@atexit.register
+def _close_llama_devnull() -> None:
+    """Close the two /dev/null handles llama-cpp-python opens at import and never closes.
+
+    Without this, every process that imported it prints a ResourceWarning when it exits.
+    """
+    utils = getattr(llama_cpp, "_utils", None)
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()
+
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +105,7 @@ class _Request:
     seed: int
     stop: tuple[str, ...]
     json_schema: str | None
+    meter: UsageMeter | None = field(default=None, compare=False)
 
 
 class LlamaCppLLM(LLM):
@@ -150,7 +169,8 @@ class LlamaCppLLM(LLM):
         """Stream the answer; the final chunk carries exact usage and the finish reason."""
         request = self._request(messages, options or GenerationOptions())
         # iterate() is an async generator; closing it at once (not when garbage-collected)
-        # sets the stop event while the caller waits.
+        # sets the stop event and waits for the current token, so a caller's meter is final
+        # once this stream has closed.
         chunks = self._pool.iterate(lambda cancel: self._generate(request, cancel))
         async with aclosing(chunks):
             async for chunk in chunks:
@@ -184,6 +204,7 @@ class LlamaCppLLM(LLM):
             seed=llama_cpp.LLAMA_DEFAULT_SEED if options.seed is None else options.seed,
             stop=tuple(s for s in options.stop if s),
             json_schema=schema,
+            meter=options.meter,
         )
 
     def _generate(self, request: _Request, cancel: threading.Event) -> Iterator[LLMChunk]:
@@ -212,14 +233,17 @@ class LlamaCppLLM(LLM):
             repeat_penalty=1.0,
             grammar=grammar,
         )
+        meter = request.meter if request.meter is not None else UsageMeter()
         completion = 0
         finish = "length"
         try:
             for token in tokens:
+                meter.prompt_tokens = len(prompt)  # a token was sampled: the prompt is evaluated
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     finish = "stop"
                     break
                 completion += 1
+                meter.completion_tokens = completion
                 self.tokens_generated_total += 1
                 if cancel.is_set():
                     return
@@ -235,6 +259,7 @@ class LlamaCppLLM(LLM):
             raise LLMError("generation-failed", f"llm: {err}") from err
         finally:
             tokens.close()
+        # The meter holds these same counts, so a full run's usage and meter agree.
         yield LLMChunk(
             text=text.flush(),
             usage=Usage(prompt_tokens=len(prompt), completion_tokens=completion),

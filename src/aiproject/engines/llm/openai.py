@@ -2,8 +2,12 @@
 
 Usage comes from the server's final chunk (requested with ``stream_options.include_usage``).
 Servers that ignore that option send none; then both counts are *estimated* with
-:func:`estimate_tokens` (no standard endpoint exposes the server's tokenizer), and the
-estimate is logged. :meth:`OpenAICompatLLM.count_tokens` is the same estimate.
+:func:`estimate_tokens` (no standard endpoint exposes the server's tokenizer), flagged
+``estimated``, and logged. :meth:`OpenAICompatLLM.count_tokens` is the same estimate.
+
+A :class:`UsageMeter` gets the final usage when the stream ends. A stream closed early (or
+failed) never gets the server's usage, so its meter gets the same estimate of the prompt and
+of the text received so far.
 """
 
 from __future__ import annotations
@@ -98,25 +102,27 @@ class OpenAICompatLLM(LLM):
         """Stream the answer; the final chunk has usage (estimated if the server sent none)."""
         if not messages:
             raise BadInput("empty-messages", "a chat request needs at least one message")
-        body = self.request_body(messages, options or GenerationOptions())
+        options = options or GenerationOptions()
+        body = self.request_body(messages, options)
         usage: Usage | None = None
         finish = "stop"
         produced: list[str] = []
-        async for event in self._client.stream_events("chat/completions", body):
-            text, event_finish, event_usage = _parse_event(event)
-            if text:
-                produced.append(text)
-                yield LLMChunk(text=text)
-            finish = event_finish or finish
-            usage = event_usage or usage
-        if usage is None:
-            usage = Usage(
-                prompt_tokens=sum(estimate_tokens(m.content) + _PER_MESSAGE for m in messages),
-                completion_tokens=estimate_tokens("".join(produced)),
-            )
-            log.info(
-                "llm usage estimated server=%s usage=%s", self._client.settings.base_url, usage
-            )
+        try:
+            async for event in self._client.stream_events("chat/completions", body):
+                text, event_finish, event_usage = _parse_event(event)
+                if text:
+                    produced.append(text)
+                    yield LLMChunk(text=text)
+                finish = event_finish or finish
+                usage = event_usage or usage
+            if usage is None:
+                usage = _estimate_usage(messages, produced)
+                log.info(
+                    "llm usage estimated server=%s usage=%s", self._client.settings.base_url, usage
+                )
+        finally:
+            if options.meter is not None:
+                options.meter.record(usage or _estimate_usage(messages, produced))
         yield LLMChunk(text="", usage=usage, finish_reason=finish)
 
     async def count_tokens(self, text: str) -> int:
@@ -126,6 +132,15 @@ class OpenAICompatLLM(LLM):
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         await self._client.aclose()
+
+
+def _estimate_usage(messages: Sequence[ChatMessage], produced: list[str]) -> Usage:
+    """Estimate the usage of ``messages`` answered with the pieces ``produced``."""
+    return Usage(
+        prompt_tokens=sum(estimate_tokens(m.content) + _PER_MESSAGE for m in messages),
+        completion_tokens=estimate_tokens("".join(produced)),
+        estimated=True,
+    )
 
 
 def _parse_event(event: Any) -> tuple[str, str | None, Usage | None]:

@@ -1,10 +1,11 @@
-"""Database fixtures: SQLite always, PostgreSQL too when AIPROJECT_TEST_DATABASE_URL is set."""
+"""Migrated test databases: SQLite always, PostgreSQL when AIPROJECT_TEST_DATABASE_URL is set."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -15,29 +16,32 @@ from aiproject.store.db import Database
 PG_URL = os.environ.get("AIPROJECT_TEST_DATABASE_URL", "")
 
 
-def _backends() -> list[object]:
-    backends: list[object] = ["sqlite"]
+def backends() -> list[object]:
+    """Return the database kinds to parametrize over."""
+    kinds: list[object] = ["sqlite"]
     if PG_URL:
-        backends.append(pytest.param("postgres", marks=pytest.mark.postgres))
-    return backends
+        kinds.append(pytest.param("postgres", marks=pytest.mark.postgres))
+    return kinds
 
 
-@pytest.fixture(params=_backends())
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A freshly migrated database; on PostgreSQL, in a schema of its own."""
-    if request.param == "sqlite":
+@asynccontextmanager
+async def migrated_database(kind: str, tmp_path: Path) -> AsyncIterator[Database]:
+    """Yield a freshly migrated database; on PostgreSQL, in a schema of its own, dropped after."""
+    if kind == "sqlite":
         database = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
         await database.migrate()
-        yield database
-        await database.aclose()
+        try:
+            yield database
+        finally:
+            await database.aclose()
         return
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = Database(PG_URL)
     async with admin.engine.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     database = Database(PG_URL, schema=schema)
-    await database.migrate()
     try:
+        await database.migrate()
         yield database
     finally:
         await database.aclose()
