@@ -16,6 +16,7 @@ from aiproject.engines.ocr import BACKENDS
 from aiproject.engines.ocr.base import OCRLine
 from aiproject.engines.ocr.rapid import RAPIDOCR_LOGGER, RapidOCREngine, reading_order
 from aiproject.engines.registry import Engines
+from aiproject.metrics import edit_distance
 from tests.conftest import FIXTURES
 
 IMAGES = FIXTURES / "images"
@@ -34,17 +35,6 @@ RENDERED = [
 def photo(name: str) -> RGBImage:
     """Decode a fixture image."""
     return decode_image((IMAGES / name).read_bytes())
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Return the Levenshtein distance between two strings."""
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 @pytest.fixture(scope="module")

