@@ -27,3 +27,8 @@ def test_json_lines_parse() -> None:
     assert value["msg"] == "你好"
     assert value["surface"] == "http"
     assert value["level"] == "info"
+
+
+def test_uvicorn_colour_copy_is_dropped() -> None:
+    line = LogfmtFormatter().format(_record("Started", color_message="\x1b[36mStarted\x1b[0m"))
+    assert "color_message" not in line

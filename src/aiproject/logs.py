@@ -10,6 +10,7 @@ from typing import Any
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_DROPPED = {"color_message"}  # uvicorn's terminal-coloured copy of the message
 
 # Chatty third-party loggers kept at warning whatever our level is.
 _NOISY = ("uvicorn.access", "httpx", "httpcore", "faster_whisper", "aiortc", "aioice", "alembic")
@@ -23,7 +24,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         "logger": record.name,
         "msg": record.getMessage(),
     }
-    fields.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+    fields.update(
+        {k: v for k, v in vars(record).items() if k not in _STANDARD and k not in _DROPPED}
+    )
     if record.exc_info:
         fields["exc"] = logging.Formatter().formatException(record.exc_info)
     return fields
