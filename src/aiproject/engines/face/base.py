@@ -9,7 +9,8 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from aiproject.engines.errors import BadInput, FaceError
+from aiproject.engines.blocking import BlockingPool
+from aiproject.engines.errors import BadInput, FaceError, foreign_errors
 from aiproject.engines.images import RGBImage
 
 Embedding = npt.NDArray[np.float32]
@@ -89,3 +90,41 @@ class FaceEngine(ABC):
     def describe(self) -> str:
         """Return a one-line description."""
         return self.name
+
+
+class PooledFaceEngine(FaceEngine):
+    """A face engine whose blocking inference runs in its own bounded pool.
+
+    Subclasses set ``_pool`` and implement the two blocking steps; this class checks the
+    request, runs the step in the pool and wraps third-party exceptions as ``FaceError``.
+    """
+
+    _pool: BlockingPool
+
+    @abstractmethod
+    def _detect_blocking(self, image: RGBImage) -> list[FaceBox]:
+        """Return the faces in ``image``, largest first (runs in the pool)."""
+
+    @abstractmethod
+    def _embed_blocking(self, image: RGBImage, max_faces: int) -> list[Face]:
+        """Detect, align and embed up to ``max_faces`` faces (runs in the pool)."""
+
+    async def detect(self, image: RGBImage) -> list[FaceBox]:
+        """Return the faces in ``image``, largest first."""
+        image = check_request(image)
+
+        def run() -> list[FaceBox]:
+            with foreign_errors(FaceError, "face-failed", f"{self.name} face detection failed"):
+                return self._detect_blocking(image)
+
+        return await self._pool.run(run)
+
+    async def embed(self, image: RGBImage, *, max_faces: int = 1) -> list[Face]:
+        """Detect, align and embed up to ``max_faces`` faces, largest first."""
+        image = check_request(image, max_faces)
+
+        def run() -> list[Face]:
+            with foreign_errors(FaceError, "face-failed", f"{self.name} face embedding failed"):
+                return self._embed_blocking(image, max_faces)
+
+        return await self._pool.run(run)

@@ -10,7 +10,6 @@ in C++ and is shared freely.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from dataclasses import dataclass
@@ -21,15 +20,8 @@ import numpy as np
 from aiproject.config import FaceSettings
 from aiproject.engines.backends import require
 from aiproject.engines.blocking import BlockingPool
-from aiproject.engines.errors import EngineUnavailable, FaceError, foreign_errors
-from aiproject.engines.face.base import (
-    Embedding,
-    Face,
-    FaceBox,
-    FaceEngine,
-    Metric,
-    check_request,
-)
+from aiproject.engines.errors import EngineUnavailable
+from aiproject.engines.face.base import Embedding, Face, FaceBox, Metric, PooledFaceEngine
 from aiproject.engines.images import RGBImage, downscale
 
 
@@ -41,12 +33,7 @@ class _Found:
     rect: Any  # dlib.rectangle
 
 
-def _foreign_errors() -> contextlib.AbstractContextManager[None]:
-    """Turn anything dlib, OpenCV or numpy raise into :class:`FaceError`."""
-    return foreign_errors(FaceError, "face-failed", "dlib failed")
-
-
-class DlibFace(FaceEngine):
+class DlibFace(PooledFaceEngine):
     """Face detection and embedding with dlib and the face_recognition models.
 
     ``FaceBox.score`` is the HOG detector's SVM margin: above 0 for every face reported,
@@ -85,25 +72,9 @@ class DlibFace(FaceEngine):
         self._net_lock = threading.Lock()
         self._pool = BlockingPool("face-dlib", threads)
 
-    async def detect(self, image: RGBImage) -> list[FaceBox]:
-        """Return the faces in ``image``, largest first."""
-        image = check_request(image)
-
-        def run() -> list[FaceBox]:
-            with _foreign_errors():
-                return [item.box for item in self._find(image)]
-
-        return await self._pool.run(run)
-
-    async def embed(self, image: RGBImage, *, max_faces: int = 1) -> list[Face]:
-        """Detect, align and embed up to ``max_faces`` faces, largest first."""
-        image = check_request(image, max_faces)
-
-        def run() -> list[Face]:
-            with _foreign_errors():
-                return self._embed(image, max_faces)
-
-        return await self._pool.run(run)
+    def _detect_blocking(self, image: RGBImage) -> list[FaceBox]:
+        """Return the faces in ``image``, largest first (runs in the pool)."""
+        return [item.box for item in self._find(image)]
 
     def describe(self) -> str:
         """Return a one-line description."""
@@ -142,7 +113,7 @@ class DlibFace(FaceEngine):
         found.sort(key=lambda item: (item.box.area, item.box.score), reverse=True)
         return found
 
-    def _embed(self, image: RGBImage, max_faces: int) -> list[Face]:
+    def _embed_blocking(self, image: RGBImage, max_faces: int) -> list[Face]:
         """Detect, then align and embed the largest faces at full resolution."""
         found = self._find(image)[:max_faces]
         if not found:

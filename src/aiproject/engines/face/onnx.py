@@ -8,7 +8,6 @@ gender/age) in the same directory are fine.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ import numpy.typing as npt
 from aiproject.config import FaceSettings
 from aiproject.engines.backends import require
 from aiproject.engines.blocking import BlockingPool
-from aiproject.engines.errors import EngineUnavailable, FaceError, foreign_errors
-from aiproject.engines.face.base import Face, FaceBox, FaceEngine, Metric, check_request
+from aiproject.engines.errors import EngineUnavailable, FaceError
+from aiproject.engines.face.base import Face, FaceBox, Metric, PooledFaceEngine
 from aiproject.engines.images import RGBImage
 
 log = logging.getLogger(__name__)
@@ -91,11 +90,6 @@ class _Signature:
             and isinstance(out[1], int)
             and out[1] >= 64
         )
-
-
-def _foreign_errors() -> contextlib.AbstractContextManager[None]:
-    """Turn anything onnxruntime, OpenCV or numpy raise into :class:`FaceError`."""
-    return foreign_errors(FaceError, "face-failed", "onnx face inference failed")
 
 
 def _inspect(path: Path) -> _Signature | None:
@@ -232,7 +226,7 @@ def nms(detections: list[Detection], iou: float = NMS_IOU) -> list[Detection]:
     return kept
 
 
-class OnnxFace(FaceEngine):
+class OnnxFace(PooledFaceEngine):
     """Face detection with SCRFD and 512-d ArcFace embeddings, compared by cosine distance."""
 
     name = "onnx"
@@ -283,25 +277,9 @@ class OnnxFace(FaceEngine):
         self._threads = threads
         self._pool = BlockingPool("face-onnx", threads)
 
-    async def detect(self, image: RGBImage) -> list[FaceBox]:
-        """Return the faces in ``image``, largest first."""
-        image = check_request(image)
-
-        def run() -> list[FaceBox]:
-            with _foreign_errors():
-                return [box for box, _ in self._find(image)]
-
-        return await self._pool.run(run)
-
-    async def embed(self, image: RGBImage, *, max_faces: int = 1) -> list[Face]:
-        """Detect, align and embed up to ``max_faces`` faces, largest first."""
-        image = check_request(image, max_faces)
-
-        def run() -> list[Face]:
-            with _foreign_errors():
-                return self._embed(image, max_faces)
-
-        return await self._pool.run(run)
+    def _detect_blocking(self, image: RGBImage) -> list[FaceBox]:
+        """Return the faces in ``image``, largest first (runs in the pool)."""
+        return [box for box, _ in self._find(image)]
 
     def describe(self) -> str:
         """Return a one-line description."""
@@ -355,7 +333,7 @@ class OnnxFace(FaceEngine):
         faces.sort(key=lambda item: (item[0].area, item[0].score), reverse=True)
         return faces
 
-    def _embed(self, image: RGBImage, max_faces: int) -> list[Face]:
+    def _embed_blocking(self, image: RGBImage, max_faces: int) -> list[Face]:
         """Detect, align to the ArcFace template and embed the largest faces."""
         found = self._find(image)[:max_faces]
         if not found:
