@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import threading
 import time
 from collections.abc import Iterator
 
@@ -243,29 +244,40 @@ async def test_streamed_oversize_body_stops_early(server: FakeHTTPServer) -> Non
 
 
 async def test_slow_server_times_out(server: FakeHTTPServer) -> None:
+    released = threading.Event()
+
     def slow(_request: Request) -> Reply:
-        time.sleep(1.0)
+        released.wait(30)  # stalls until the test is over
         return image(_request)
 
     server.routes[("GET", "/slow")] = slow
     policy = FetchPolicy(allow_loopback=True, read_timeout_s=0.3)
-    assert (await refused(server.base_url + "/slow", policy)).code == FetchCode.TIMEOUT
+    try:
+        err = await refused(server.base_url + "/slow", policy)
+    finally:
+        released.set()
+    assert err.code == FetchCode.TIMEOUT
+    assert err.message == "127.0.0.1: ReadTimeout"
 
 
 async def test_slow_drip_hits_the_total_deadline(server: FakeHTTPServer) -> None:
     def drip(_request: Request) -> Reply:
         def chunks() -> Iterator[bytes]:
-            for _ in range(50):
+            # A byte every 0.1 s for 30 s: never quiet long enough for the read timeout.
+            for _ in range(300):
                 time.sleep(0.1)
                 yield b"z"
 
         return Reply(content_type="image/png", chunks=chunks())
 
     server.routes[("GET", "/drip")] = drip
-    policy = FetchPolicy(allow_loopback=True, read_timeout_s=1, total_timeout_s=0.5)
+    policy = FetchPolicy(allow_loopback=True, read_timeout_s=5, total_timeout_s=0.5)
     started = time.perf_counter()
-    assert (await refused(server.base_url + "/drip", policy)).code == FetchCode.TIMEOUT
-    assert time.perf_counter() - started < 2
+    err = await refused(server.base_url + "/drip", policy)
+    assert err.code == FetchCode.TIMEOUT
+    assert err.message == "the fetch took longer than 0.5 s"
+    # A loose bound: it shows the deadline ended the fetch long before the body would have.
+    assert time.perf_counter() - started < 10
 
 
 async def test_nothing_listening_is_unreachable() -> None:

@@ -82,3 +82,16 @@ async def test_reset_zeroes_named_counters_or_all(store: LingxiStore) -> None:
     assert await store.reset_counters("dog", None) == 2
     assert (await store.device_state("dog")).counters == {"touch": 0, "feed": 0}
     assert (await store.device_state("cat")).counters == {"touch": 5}
+
+
+async def test_the_newest_claim_is_the_current_chat(store: LingxiStore) -> None:
+    assert await store.current_chat("dog", "s") is None
+    await store.claim_chat("dog", "s", "a" * 32)
+    await store.claim_chat("dog", "other", "c" * 32)
+    assert await store.current_chat("dog", "s") == "a" * 32
+    await store.claim_chat("dog", "s", "b" * 32)
+    assert await store.current_chat("dog", "s") == "b" * 32
+    assert await store.current_chat("dog", "other") == "c" * 32
+    # Claims are forgotten with idle conversations.
+    await store.forget_idle(datetime.now(UTC) + timedelta(seconds=1))
+    assert await store.current_chat("dog", "s") is None

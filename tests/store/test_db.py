@@ -31,3 +31,16 @@ async def test_sqlite_file_created_under_missing_directory(tmp_path: Path) -> No
         assert path.is_file()
     finally:
         await database.aclose()
+
+
+async def test_every_migration_downgrades_and_upgrades_again(db: Database) -> None:
+    from alembic import command
+
+    from aiproject.store.db import _alembic_config
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "base"))
+        tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+        assert set(tables) <= {"alembic_version"}
+        await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
+    assert await db.current_revision() == Database.head_revision()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import timedelta
@@ -37,6 +38,7 @@ from aiproject.engines.errors import EngineError
 from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role
 from aiproject.engines.registry import Engines
 from aiproject.store.db import Database
+from aiproject.store.errors import StoreError
 from aiproject.store.lingxi import LingxiStore, Turn
 from aiproject.store.models import utcnow
 
@@ -104,6 +106,9 @@ class LingxiService:
     async def _chat(self, request: ChatRequest) -> AsyncGenerator[Reply, None]:
         """Run the chat in a task of its own, so that a newer chat on the session can stop it."""
         key = (request.device_id, request.session_id)
+        # Other worker processes learn of this chat through the database (see _watch).
+        chat_id = secrets.token_hex(16)
+        await self._store.claim_chat(*key, chat_id)
         replies: asyncio.Queue[Reply | None] = asyncio.Queue()
         previous = self._running.get(key)
         task = asyncio.create_task(self._converse(request, replies.put_nowait, previous))
@@ -111,6 +116,7 @@ class LingxiService:
         if previous is not None and not previous.done() and not previous.cancelling():
             log.info("lingxi: chat superseded device=%s session=%s", *key)
             previous.cancel()
+        watcher = asyncio.create_task(self._watch(key, chat_id, task))
         try:
             while (reply := await replies.get()) is not None:
                 yield reply
@@ -118,13 +124,28 @@ class LingxiService:
             if not task.cancelled():  # a superseded chat just ends
                 task.result()
         finally:
+            watcher.cancel()
             if not task.done() and not task.cancelling():
                 task.cancel()
-            await asyncio.wait([task])  # its part of the conversation is stored by now
+            await asyncio.wait([task, watcher])  # its part of the conversation is stored by now
             if not task.cancelled():
                 task.exception()  # mark it retrieved: raised above, or we failed first
             if self._running.get(key) is task:
                 del self._running[key]
+
+    async def _watch(self, key: SessionKey, chat_id: str, task: asyncio.Task[None]) -> None:
+        """Stop ``task`` once a newer chat on the session started, in this or another process."""
+        while not task.done():
+            await asyncio.sleep(self.settings.supersede_poll_s)
+            try:
+                current = await self._store.current_chat(*key)
+            except StoreError as err:
+                log.warning("lingxi: cannot check for a newer chat: %s", err.message)
+                continue
+            if current != chat_id and not task.done() and not task.cancelling():
+                log.info("lingxi: chat superseded elsewhere device=%s session=%s", *key)
+                task.cancel()
+                return
 
     async def _converse(
         self, request: ChatRequest, emit: Emit, previous: asyncio.Task[None] | None

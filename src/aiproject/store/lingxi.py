@@ -95,6 +95,17 @@ class LingxiCounter(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class LingxiChat(Base):
+    """Which chat is the current one on a session: a newer chat, in any process, replaces it."""
+
+    __tablename__ = "lingxi_chats"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 @dataclass(frozen=True)
 class Turn:
     """One stored conversation message."""
@@ -171,6 +182,33 @@ class LingxiStore:
             log.error("lingxi: database error: %s", err)
             raise StoreError("storage-failed", f"database error ({type(err).__name__})") from err
 
+    async def claim_chat(self, device_id: str, session_id: str, chat_id: str) -> None:
+        """Make ``chat_id`` the current chat of the session (older ones should stop)."""
+        values = {
+            "device_id": device_id,
+            "session_id": session_id,
+            "chat_id": chat_id,
+            "started_at": utcnow(),
+        }
+        statement = self._insert(LingxiChat).values(**values)
+        async with self._session(write=True) as session:
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["device_id", "session_id"],
+                    set_={"chat_id": statement.excluded.chat_id, "started_at": utcnow()},
+                )
+            )
+
+    async def current_chat(self, device_id: str, session_id: str) -> str | None:
+        """Return the id of the session's current chat."""
+        async with self._session() as session:
+            value = await session.scalar(
+                select(LingxiChat.chat_id).where(
+                    LingxiChat.device_id == device_id, LingxiChat.session_id == session_id
+                )
+            )
+        return None if value is None else str(value)
+
     async def history(self, device_id: str, session_id: str, *, idle_since: datetime) -> list[Turn]:
         """Return a conversation oldest first, or forget it if idle since ``idle_since``."""
         where = (LingxiMessage.device_id == device_id, LingxiMessage.session_id == session_id)
@@ -230,6 +268,7 @@ class LingxiStore:
                     tuple_(LingxiMessage.device_id, LingxiMessage.session_id).in_(idle)
                 )
             )
+            await session.execute(delete(LingxiChat).where(LingxiChat.started_at < idle_since))
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def record_report(self, report: ReportRecord) -> ReportChange:

@@ -94,6 +94,10 @@ class AutoTTS(TTS):
         except BadInput as err:
             raise EngineUnavailable(err.code, f"engines.tts.voice: {err.message}") from err
         self._pool = BlockingPool("tts-auto", workers=1)
+        # Sentences (or first clauses) this engine's streams have rendered, whichever engines
+        # said their parts, one stopped midway included (for metrics and tests); it only grows.
+        # Only the pool's single worker renders, so it needs no lock.
+        self.sentences_rendered_total = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, models: ModelStore) -> AutoTTS:
@@ -171,6 +175,7 @@ class AutoTTS(TTS):
                 if stop.is_set():
                     return
                 pcm = self._render(sentence, plan, stop)
+                self.sentences_rendered_total += 1
                 if pcm:
                     yield AudioChunk(pcm, self.sample_rate)
 

