@@ -37,6 +37,6 @@ async def test_a_chat_in_another_worker_supersedes_the_running_one(
         await close_lingxi(first_worker)
         await close_lingxi(second_worker)
     assert full_tokens == LONG_TOKENS
-    assert first_tokens < full_tokens
+    assert first_tokens < full_tokens, first_tokens
     assert [e["type"] for e in second][-1] == "command"
     assert all(e["event"] == "message" for e in first_events)
