@@ -164,3 +164,20 @@ def test_explicit_privileged_port_is_an_error_when_unprivileged(tmp_path: Path) 
     )
     assert result.returncode == 2
     assert "need root or CAP_NET_BIND_SERVICE" in result.stderr
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aiproject.cli", "serve", "--only", "http"],
+        env=_env(
+            tmp_path,
+            AIPROJECT_SURFACES__HTTP__PORT=str(free_port()),
+            AIPROJECT_DATABASE_URL=f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/x",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cannot open the database 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr

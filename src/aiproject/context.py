@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from aiproject.config import Settings
 from aiproject.engines.models import ModelStore
 from aiproject.engines.registry import Engines
 from aiproject.store.db import Database
+from aiproject.store.errors import StoreError
 
 
 @dataclass
@@ -26,7 +29,14 @@ class AppContext:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         if migrate:
-            await db.migrate()
+            try:
+                await db.migrate()
+            except (SQLAlchemyError, OSError) as err:
+                await db.aclose()
+                where = settings.resolved_database_url.split("@")[-1]
+                raise StoreError(
+                    "database-unavailable", f"cannot open the database {where}: {err}"
+                ) from err
         return cls(
             settings=settings,
             db=db,

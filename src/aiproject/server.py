@@ -122,7 +122,12 @@ async def serve(settings: Settings, only: Surface | None = None) -> None:
         for b in bound:
             b.sock.close()
         raise
-    ctx = await AppContext.open(settings)
+    try:
+        ctx = await AppContext.open(settings)
+    except AiProjectError:
+        for b in bound:
+            b.sock.close()
+        raise
     servers: list[_Server] = []
     for b in bound:
         config = uvicorn.Config(
