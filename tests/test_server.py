@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aiproject.config import Surface
+from aiproject.config import Settings, Surface
 from tests.support.ports import free_port
 
 PORT_ENV = {
@@ -181,3 +181,17 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot open the database 127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_preload_loads_every_configured_engine(settings: Settings) -> None:
+    from aiproject.context import AppContext
+    from aiproject.engines.registry import Kind
+    from aiproject.server import preload
+
+    ctx = await AppContext.open(settings)
+    try:
+        assert ctx.engines.loaded == {}
+        await preload(ctx)
+        assert set(ctx.engines.loaded) == set(Kind) - {Kind.VISION}
+    finally:
+        await ctx.aclose()

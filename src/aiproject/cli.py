@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure(settings.log_level, settings.log_format)
     only = Surface(args.only) if args.only else None
     try:
-        asyncio.run(serve(settings, only))
+        asyncio.run(serve(settings, only, warm=args.preload))
     except AiProjectError as err:
         print(f"aiproject: {err.message}", file=sys.stderr)
         return 2
@@ -116,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
 
     serve = add("serve", "Serve every surface (or one) on its port.")
     serve.add_argument("--only", choices=[s.value for s in Surface], help="serve one surface")
+    serve.add_argument(
+        "--preload", action="store_true", help="load every engine before accepting requests"
+    )
     serve.set_defaults(func=_serve)
     doctor = add("doctor", "Check engines, ports and the database; non-zero exit if broken.")
     doctor.add_argument("--no-smoke", action="store_true", help="load engines without smoke tests")

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from aiproject.config import Settings, Surface
 from aiproject.context import AppContext
+from aiproject.engines.registry import Kind
 from aiproject.errors import AiProjectError
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,16 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, only: Surface | None = None) -> None:
-    """Serve every surface (or only one) until SIGINT/SIGTERM."""
+async def preload(ctx: AppContext) -> None:
+    """Load every configured engine now, so the first requests do not wait for models."""
+    for kind in Kind:
+        if kind is Kind.VISION and ctx.settings.engines.vision.backend == "none":
+            continue
+        await ctx.engines.get(kind)
+
+
+async def serve(settings: Settings, only: Surface | None = None, *, warm: bool = False) -> None:
+    """Serve every surface (or only one) until SIGINT/SIGTERM; ``warm`` preloads engines."""
     surfaces = [only] if only else list(Surface)
     bound: list[Bound] = []
     try:
@@ -124,6 +133,8 @@ async def serve(settings: Settings, only: Surface | None = None) -> None:
         raise
     try:
         ctx = await AppContext.open(settings)
+        if warm:
+            await preload(ctx)
     except AiProjectError:
         for b in bound:
             b.sock.close()
