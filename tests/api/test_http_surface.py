@@ -53,3 +53,16 @@ async def test_wrong_method_has_a_code(client: httpx.AsyncClient) -> None:
     reply = await client.delete("/api/chat/stream")
     assert reply.status_code == 405
     assert reply.json() == {"code": "METHOD_NOT_ALLOWED", "msg": "Method Not Allowed"}
+
+
+async def test_openapi_documents_bodies_and_refusals(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path in ("/api/chat/stream", "/api/v1.0/ai-b/aipic/summary", "/api/v1.0/ai-b/pet_profile"):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["oneOf" if path == "/api/chat/stream" else "properties"]
+    for path, method in (
+        ("/auth/register", "post"),
+        ("/api/v1.0/ai-b/session/{session_id}", "get"),
+    ):
+        responses = paths[path][method]["responses"]
+        assert "422" not in responses and "4XX" in responses

@@ -94,6 +94,14 @@ BAD_BODIES = [
         _report(timestamp=1.5), 422, "invalid-request", SESSION, "details.timestamp", id="ts-float"
     ),
     pytest.param(
+        _report(timestamp=2**63),
+        422,
+        "invalid-request",
+        SESSION,
+        "details.timestamp: Input should be less than or equal to 9223372036854775807",
+        id="ts-over-64-bits",
+    ),
+    pytest.param(
         _without(_report(), "details", "session_id"),
         422,
         "invalid-request",

@@ -368,6 +368,24 @@ async def test_bad_bodies(
     assert name == "error" and data["code"] == code and mentions in data["data"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"pet_profile_id": 1' + b"0" * 5000 + b"}",  # over Python's int-parsing limit
+        b"[" * 3000 + b"]" * 3000,  # deeper than the JSON parser recurses
+        body_with(session_id="\ud800"),  # JSON's "\\ud800": a lone surrogate
+    ],
+    ids=["huge-integer", "deep-nesting", "lone-surrogate"],
+)
+async def test_unparseable_bodies_are_bad_body(client: httpx.AsyncClient, body: bytes) -> None:
+    reply = await client.post(SUMMARY, params={"token": TOKEN, "is_sse": "true"}, content=body)
+    assert reply.status_code == 400
+    assert reply.content.decode() == (
+        "event: error\n"
+        'data: {"type":"content","data": "请求体有误 (the body is not JSON)","code":"bad-body"}\n\n'
+    )
+
+
 async def test_bad_flag_is_a_legacy_error(client: httpx.AsyncClient) -> None:
     reply = await client.post(SUMMARY, params={"token": TOKEN, "is_sse": "maybe"}, json={})
     assert reply.status_code == 400

@@ -118,6 +118,24 @@ async def test_profile_validation(
     assert reply.json()["code"] == "bad-body" and mentions in reply.json()["message"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "x", "species": "cat", "conditions": ["\\udc00"]}',
+        b'{"name": "x", "species": "cat", "age_years": 1' + b"0" * 5000 + b"}",
+        b"[" * 3000 + b"]" * 3000,
+    ],
+    ids=["lone-surrogate", "huge-integer", "deep-nesting"],
+)
+async def test_unparseable_profile_is_bad_body(
+    client: httpx.AsyncClient,  # noqa: F811
+    body: bytes,
+) -> None:
+    reply = await client.post(PROFILE, params={"token": TOKEN}, content=body)
+    assert reply.status_code == 400
+    assert reply.json() == {"code": "bad-body", "message": "请求体有误 (the body is not JSON)"}
+
+
 async def test_profile_facts_shape_the_advice(
     client: httpx.AsyncClient,  # noqa: F811
     images: FakeHTTPServer,  # noqa: F811

@@ -125,6 +125,35 @@ async def test_malformed_bodies_are_400_with_a_code(
     assert await count(ctx.db, User) == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/auth/register",
+            b'{"username": "alice", "password": "\\ud800xxxxxxxx", "email": "a@x.org"}',
+            "password",
+        ),
+        (
+            "/auth/register",
+            b'{"username": "\\udc00bob", "password": "correct horse", "email": "a@x.org"}',
+            "username",
+        ),
+        ("/auth/login", b'{"username": "alice", "password": "\\ud800xxxxxxxx"}', "password"),
+    ],
+)
+async def test_lone_surrogates_are_400_with_a_code(
+    client: httpx.AsyncClient, ctx: AppContext, path: str, body: bytes, field: str
+) -> None:
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "APP_QUERY_METHOD_ERROR",
+        "msg": f"{field}: Value error, must be valid Unicode (no lone surrogates)",
+    }
+    assert await count(ctx.db, User) == 0
+
+
 async def test_json_without_content_type_is_accepted(client: httpx.AsyncClient) -> None:
     response = await client.post("/auth/register", content=json.dumps(ALICE).encode())
 

@@ -320,6 +320,25 @@ async def test_bad_dialogs_are_refused_before_generating(
     assert await quota(ctx, "alice") == (REST.token_quota, REST.picture_quota)
 
 
+async def test_lone_surrogates_are_refused_before_generating(
+    client: httpx.AsyncClient, ctx: AppContext, llm: LlamaCppLLM
+) -> None:
+    who = await new_user(client, "alice")
+    generated = llm.tokens_generated_total
+    body = json.dumps({**who, "dialog": [{"role": "user", "content": "hi"}]})
+    body = body.replace('"hi"', '"hi \\udc00"')
+
+    for path in ("/textModel/chat", "/textModel/stream"):
+        response = await post(client, path, content=body.encode())
+        assert response.status_code == 400
+        assert response.json() == {
+            "code": "APP_QUERY_METHOD_ERROR",
+            "msg": "dialog.0.content: Value error, must be valid Unicode (no lone surrogates)",
+        }
+    assert llm.tokens_generated_total == generated
+    assert await charges(ctx) == []
+
+
 class _Server(uvicorn.Server):
     @contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from aiproject.api.lingxi_schema import OPENAPI_EXTRA
 from aiproject.api.sse import KEEPALIVE, SSE_HEADERS, encode_json_event
 from aiproject.config import Settings
 from aiproject.context import AppContext
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 PATH = "/api/chat/stream"
 _MAX_COUNT = 1_000_000
+_MAX_TIMESTAMP = 2**63 - 1  # stored in a signed 64-bit column
 
 
 class Rejected(AiProjectError):
@@ -129,7 +131,7 @@ class _Event(BaseModel):
 
 class _Details(BaseModel):
     session_id: str = Field(min_length=1, max_length=128)
-    timestamp: int = Field(strict=True, ge=0)
+    timestamp: int = Field(strict=True, ge=0, le=_MAX_TIMESTAMP)
 
 
 class _ChatDetails(_Details):
@@ -344,7 +346,14 @@ def create_router(ctx: AppContext) -> APIRouter:
     service = LingxiService(settings, ctx.db, ctx.engines)
     router = APIRouter()
 
-    @router.post(PATH, response_model=None, summary="Lingxi business service (spec 03)")
+    @router.post(
+        PATH,
+        response_model=None,
+        response_class=LingxiEventStream,  # documents 200 as text/event-stream only
+        status_code=200,
+        summary="Lingxi business service (spec 03)",
+        openapi_extra=OPENAPI_EXTRA,
+    )
     async def chat_stream(request: Request) -> Response:
         """Answer one Lingxi request (chat, report, reset or get) as a stream of events."""
         token = _bearer(request)

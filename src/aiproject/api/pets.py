@@ -23,6 +23,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -103,6 +104,32 @@ class ProfileBody(BaseModel):
     age_years: float | None = Field(default=None, ge=0, le=40)
     weight_kg: float | None = Field(default=None, gt=0, le=200)
     conditions: list[str] = Field(default=[], max_length=20)
+
+
+class PetRefusal(BaseModel):
+    """A refusal of the JSON endpoints."""
+
+    code: str
+    message: str
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """Return the OpenAPI extra that documents a body the route reads itself."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_SSE_ONLY: dict[str, Any] = {"content": {"text/event-stream": {}}}
+# The stream's answers, refusals included, are events (or legacy text), never JSON.
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {**_SSE_ONLY, "description": "the analysis as events or legacy text"},
+    "4XX": {**_SSE_ONLY, "description": "refused: a lone error event or line"},
+    "5XX": {**_SSE_ONLY, "description": "failed: a lone error event or line"},
+}
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": PetRefusal, "description": "refused; docs/protocols/pets.md lists the codes"},
+    "5XX": {"model": PetRefusal, "description": "failed on the server's side"},
+}
 
 
 def error_payload(err: Exception) -> tuple[int, str, str]:
@@ -273,15 +300,22 @@ async def read_json(request: Request, limit: int) -> Any:
     """Read at most ``limit`` bytes of JSON body or raise ``bad-body``/``body-too-large``."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise WireError("body-too-large", f"the body is over {limit} bytes")
-        chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise WireError("body-too-large", f"the body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as err:
+        raise WireError("bad-body", "the client went away during the upload") from err
+    try:
+        value = json.loads(b"".join(chunks))
+        # Lone surrogates ("\ud800") decode but could never be stored or sent back.
+        json.dumps(value, ensure_ascii=False).encode()
+    except (UnicodeError, ValueError, RecursionError) as err:
+        # ValueError also covers integers of over 4300 digits; RecursionError deep nesting.
         raise WireError("bad-body", "the body is not JSON") from err
+    return value
 
 
 def validation_message(err: ValidationError) -> str:
@@ -325,7 +359,7 @@ def json_error(err: Exception) -> JSONResponse:
 
 def create_router(ctx: AppContext) -> APIRouter:
     """Return this surface's routes bound to the process context."""
-    router = APIRouter(prefix=PREFIX)
+    router = APIRouter(prefix=PREFIX, responses=_REFUSALS)
     service = PetService(ctx.db, ctx.settings, ctx.engines)
     accounts = Accounts(ctx.db, ctx.settings)
     pets = ctx.settings.pets
@@ -338,7 +372,12 @@ def create_router(ctx: AppContext) -> APIRouter:
             raise WireError("unauthorized", "a valid token is required")
         return principal.user_id
 
-    @router.post("/aipic/summary", response_model=None)
+    @router.post(
+        "/aipic/summary",
+        response_model=None,
+        responses=_STREAM_RESPONSES,
+        openapi_extra=_json_body(SummaryBody),
+    )
     async def summary(request: Request) -> Response:
         """Analyse a pet photo and stream the answer (spec 04)."""
         wire: Wire = LegacyWire()
@@ -384,7 +423,7 @@ def create_router(ctx: AppContext) -> APIRouter:
         except Exception as err:
             return json_error(err)
 
-    @router.post("/pet_profile")
+    @router.post("/pet_profile", openapi_extra=_json_body(ProfileBody))
     async def add_profile(request: Request) -> JSONResponse:
         """Create a pet profile."""
         try:

@@ -19,7 +19,7 @@ import anyio
 from fastapi import APIRouter, Header, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -171,6 +171,17 @@ def _route_class(endpoints: dict[str, _Endpoint], default: _Endpoint) -> type[AP
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
+    @field_validator("*")
+    @classmethod
+    def _encodable(cls, value: object) -> object:
+        # JSON may spell a lone surrogate ("\ud800"); no engine, hash or database takes one.
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode (no lone surrogates)") from None
+        return value
+
 
 class RegisterBody(_Body):
     """POST /auth/register."""
@@ -304,6 +315,20 @@ _BINARY_BODY = {
         },
     }
 }
+
+
+class RestRefusal(BaseModel):
+    """Every refusal of this API, whatever its HTTP status."""
+
+    code: str
+    msg: str
+
+
+# Documents the real refusals in the OpenAPI document (instead of FastAPI's 422).
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": RestRefusal, "description": "refused; docs/protocols/aiproject-rest.md"},
+    "5XX": {"model": RestRefusal, "description": "failed on the server's side"},
+}
 _FRAMES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Spark frames", "content": {_NDJSON: {}, _SSE: {}}}
 }
@@ -322,6 +347,7 @@ def create_router(ctx: AppContext) -> APIRouter:
     }
     router = APIRouter(
         route_class=_route_class(endpoints, _Endpoint(limits.max_json_bytes)),
+        responses=_REFUSALS,
         strict_content_type=False,
         tags=["aiproject"],
     )
