@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from aiproject.api.bodies import BodyError, read_capped
 from aiproject.api.lingxi_schema import OPENAPI_EXTRA
 from aiproject.api.sse import KEEPALIVE, SSE_HEADERS, encode_json_event
 from aiproject.config import Settings
@@ -234,20 +235,6 @@ def _request(device_id: str, details: _Details, settings: Settings, sid: str) ->
     return GetRequest(*common, tuple(DeviceEvent(e.event, e.params) for e in details.events))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Return the body, refusing one over ``limit`` bytes without reading all of it."""
-    too_large = Rejected(413, "body-too-large", f"the body is over {limit} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
 def _bearer(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -361,12 +348,17 @@ def create_router(ctx: AppContext) -> APIRouter:
             reason = "no bearer token" if token is None else "the bearer token is not valid"
             return _rejection(Rejected(401, "unauthorized", reason), None)
         try:
-            body = await _read_body(request, settings.lingxi.max_body_bytes)
+            body = await read_capped(
+                request, settings.lingxi.max_body_bytes, settings.limits.body_timeout_s
+            )
             parsed = parse_request(body, settings)
         except Rejected as err:
             return _rejection(err, err.session_id)
-        except ClientDisconnect:
-            return Response(status_code=400)
+        except BodyError as err:
+            if err.code == "client-gone":
+                return Response(status_code=400)
+            status = 413 if err.code == "body-too-large" else 408
+            return _rejection(Rejected(status, err.code, err.message), None)
         return LingxiEventStream(
             parsed.session_id, service.handle(parsed), settings.lingxi.keepalive_s
         )

@@ -23,10 +23,10 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
-from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from aiproject.api.bodies import BodyError, read_capped
 from aiproject.api.sse import SSE_HEADERS, encode_event
 from aiproject.context import AppContext
 from aiproject.domain.accounts import Accounts
@@ -50,6 +50,7 @@ _STATUS = {
     "bad-query": 400,
     "bad-body": 400,
     "body-too-large": 413,
+    "body-timeout": 408,
     "unknown-module": 400,
     "session-not-found": 404,
     "profile-not-found": 404,
@@ -61,6 +62,7 @@ _WORDS = {
     "bad-query": "请求参数有误",
     "bad-body": "请求体有误",
     "body-too-large": "请求体太大",
+    "body-timeout": "请求体上传超时",
     "unknown-module": "不支持的 sub_module_type",
     "session-not-found": "会话不存在, 请先获取 session_id",
     "profile-not-found": "宠物档案不存在",
@@ -296,20 +298,15 @@ def request_token(request: Request) -> str:
     return token
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int, timeout_s: float) -> Any:
     """Read at most ``limit`` bytes of JSON body or raise ``bad-body``/``body-too-large``."""
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise WireError("body-too-large", f"the body is over {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect as err:
-        raise WireError("bad-body", "the client went away during the upload") from err
+        raw = await read_capped(request, limit, timeout_s)
+    except BodyError as err:
+        code = "bad-body" if err.code == "client-gone" else err.code
+        raise WireError(code, err.message) from err
     try:
-        value = json.loads(b"".join(chunks))
+        value = json.loads(raw)
         # Lone surrogates ("\ud800") decode but could never be stored or sent back.
         json.dumps(value, ensure_ascii=False).encode()
     except (UnicodeError, ValueError, RecursionError) as err:
@@ -365,6 +362,7 @@ def create_router(ctx: AppContext) -> APIRouter:
     pets = ctx.settings.pets
     # A data: URL carries the image in the body: allow its base64 size plus the other fields.
     body_limit = pets.max_image_bytes * 4 // 3 + 64 * 1024
+    body_timeout_s = ctx.settings.limits.body_timeout_s
 
     async def owner_of(request: Request) -> str:
         principal = await accounts.verify_token(request_token(request))
@@ -387,7 +385,9 @@ def create_router(ctx: AppContext) -> APIRouter:
             simple = parse_flag(request.query_params.get("is_simple"), "is_simple")
             owner = await owner_of(request)
             try:
-                body = SummaryBody.model_validate(await read_json(request, body_limit))
+                body = SummaryBody.model_validate(
+                    await read_json(request, body_limit, body_timeout_s)
+                )
             except ValidationError as err:
                 raise WireError("bad-body", validation_message(err)) from err
             job = await service.prepare(
@@ -429,7 +429,9 @@ def create_router(ctx: AppContext) -> APIRouter:
         try:
             owner = await owner_of(request)
             try:
-                body = ProfileBody.model_validate(await read_json(request, 64 * 1024))
+                body = ProfileBody.model_validate(
+                    await read_json(request, 64 * 1024, body_timeout_s)
+                )
             except ValidationError as err:
                 raise WireError("bad-body", validation_message(err)) from err
             fields = DomainProfile(

@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from aiproject.api.bodies import read_capped
 from aiproject.api.sse import SSE_HEADERS
 from aiproject.context import AppContext
 from aiproject.domain.accounts import AccountError, Accounts
@@ -56,7 +57,9 @@ _CODES: dict[str, tuple[str, int]] = {
     "file-missing": ("GET_FILE_FAIL", 400),
     "empty-audio": ("GET_FILE_FAIL", 400),
     "empty-image": ("GET_FILE_FAIL", 400),
-    "payload-too-large": ("PAYLOAD_TOO_LARGE", 413),
+    "body-too-large": ("PAYLOAD_TOO_LARGE", 413),
+    "body-timeout": ("REQUEST_TIMEOUT", 408),
+    "client-gone": (BAD_REQUEST, 400),
     "audio-too-large": ("PAYLOAD_TOO_LARGE", 413),
     "image-too-large": ("PAYLOAD_TOO_LARGE", 413),
     "file-format-illegal": ("FILE_FORMAT_ILLEGAL", 200),
@@ -115,19 +118,6 @@ def _error_response(wire: _Wire) -> JSONResponse:
     return JSONResponse({"code": wire.code, "msg": wire.msg}, wire.status, wire.headers)
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (without reading on) more than ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise AiProjectError("payload-too-large", f"the body is over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise AiProjectError("payload-too-large", f"the body is over {limit} bytes")
-    return bytes(body)
-
-
 def _replay(body: bytes, receive: Receive) -> Receive:
     """Return a receive callable that hands ``body`` over once, then the real messages."""
     sent = False
@@ -148,7 +138,9 @@ class _Endpoint:
     bad_input: str = BAD_REQUEST
 
 
-def _route_class(endpoints: dict[str, _Endpoint], default: _Endpoint) -> type[APIRoute]:
+def _route_class(
+    endpoints: dict[str, _Endpoint], default: _Endpoint, body_timeout_s: float
+) -> type[APIRoute]:
     class RestRoute(APIRoute):
         """Caps the body, then turns every error of the handler into the spec's shape."""
 
@@ -158,7 +150,7 @@ def _route_class(endpoints: dict[str, _Endpoint], default: _Endpoint) -> type[AP
 
             async def guarded(request: Request) -> Response:
                 try:
-                    body = await _read_capped(request, endpoint.limit)
+                    body = await read_capped(request, endpoint.limit, body_timeout_s)
                     return await handler(Request(request.scope, _replay(body, request.receive)))
                 except Exception as err:
                     return _error_response(failure(err, endpoint.bad_input))
@@ -346,7 +338,9 @@ def create_router(ctx: AppContext) -> APIRouter:
         ),
     }
     router = APIRouter(
-        route_class=_route_class(endpoints, _Endpoint(limits.max_json_bytes)),
+        route_class=_route_class(
+            endpoints, _Endpoint(limits.max_json_bytes), limits.body_timeout_s
+        ),
         responses=_REFUSALS,
         strict_content_type=False,
         tags=["aiproject"],
