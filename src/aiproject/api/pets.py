@@ -17,16 +17,24 @@ import json
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from aiproject.api.bodies import BodyError, read_capped
+from aiproject.api.pets_schema import (
+    MAX_ID,
+    REFUSALS,
+    STREAM_RESPONSES,
+    ProfileBody,
+    SummaryBody,
+    json_body,
+)
 from aiproject.api.sse import SSE_HEADERS, encode_event
 from aiproject.context import AppContext
 from aiproject.domain.accounts import Accounts
@@ -39,7 +47,6 @@ from aiproject.store.pets import PetAnalysis, PetProfile
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1.0/ai-b"
-_MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off", "")
 
@@ -82,56 +89,6 @@ _WORDS = {
 
 class WireError(AiProjectError):
     """A request refused before its stream starts."""
-
-
-class SummaryBody(BaseModel):
-    """The aipic/summary request body."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    img_url: str = Field(min_length=1, max_length=16 * 1024 * 1024)
-    sub_module_type: StrictInt
-    pet_profile_id: StrictInt = Field(ge=0, le=_MAX_ID)
-    session_id: str = Field(min_length=1, max_length=64)
-
-
-class ProfileBody(BaseModel):
-    """A pet profile as clients send it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64)
-    species: Literal["cat", "dog", "other"]
-    breed: str = Field(default="", max_length=64)
-    age_years: float | None = Field(default=None, ge=0, le=40)
-    weight_kg: float | None = Field(default=None, gt=0, le=200)
-    conditions: list[str] = Field(default=[], max_length=20)
-
-
-class PetRefusal(BaseModel):
-    """A refusal of the JSON endpoints."""
-
-    code: str
-    message: str
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """Return the OpenAPI extra that documents a body the route reads itself."""
-    schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-_SSE_ONLY: dict[str, Any] = {"content": {"text/event-stream": {}}}
-# The stream's answers, refusals included, are events (or legacy text), never JSON.
-_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {**_SSE_ONLY, "description": "the analysis as events or legacy text"},
-    "4XX": {**_SSE_ONLY, "description": "refused: a lone error event or line"},
-    "5XX": {**_SSE_ONLY, "description": "failed: a lone error event or line"},
-}
-_REFUSALS: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": PetRefusal, "description": "refused; docs/protocols/pets.md lists the codes"},
-    "5XX": {"model": PetRefusal, "description": "failed on the server's side"},
-}
 
 
 def error_payload(err: Exception) -> tuple[int, str, str]:
@@ -356,7 +313,7 @@ def json_error(err: Exception) -> JSONResponse:
 
 def create_router(ctx: AppContext) -> APIRouter:
     """Return this surface's routes bound to the process context."""
-    router = APIRouter(prefix=PREFIX, responses=_REFUSALS)
+    router = APIRouter(prefix=PREFIX, responses=REFUSALS)
     service = PetService(ctx.db, ctx.settings, ctx.engines)
     accounts = Accounts(ctx.db, ctx.settings)
     pets = ctx.settings.pets
@@ -373,8 +330,8 @@ def create_router(ctx: AppContext) -> APIRouter:
     @router.post(
         "/aipic/summary",
         response_model=None,
-        responses=_STREAM_RESPONSES,
-        openapi_extra=_json_body(SummaryBody),
+        responses=STREAM_RESPONSES,
+        openapi_extra=json_body(SummaryBody),
     )
     async def summary(request: Request) -> Response:
         """Analyse a pet photo and stream the answer (spec 04)."""
@@ -423,7 +380,7 @@ def create_router(ctx: AppContext) -> APIRouter:
         except Exception as err:
             return json_error(err)
 
-    @router.post("/pet_profile", openapi_extra=_json_body(ProfileBody))
+    @router.post("/pet_profile", openapi_extra=json_body(ProfileBody))
     async def add_profile(request: Request) -> JSONResponse:
         """Create a pet profile."""
         try:
@@ -451,7 +408,7 @@ def create_router(ctx: AppContext) -> APIRouter:
         """Return a pet profile."""
         try:
             owner = await owner_of(request)
-            if not profile_id.isdigit() or int(profile_id) > _MAX_ID:
+            if not profile_id.isdigit() or int(profile_id) > MAX_ID:
                 raise WireError("profile-not-found", f"no pet profile {profile_id[:20]!r}")
             return JSONResponse(profile_json(await service.profile(owner, int(profile_id))))
         except Exception as err:
