@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from aiproject.config import Settings, Surface
-from aiproject.engines.audio import decode_audio, encode_wav
+from aiproject.engines.audio import FloatAudio, decode_audio, encode_wav
 from aiproject.engines.registry import Engines, Kind
 from aiproject.errors import AiProjectError
 from aiproject.server import PortError, bind_surface
@@ -38,7 +38,7 @@ class Check:
 class _Smoke:
     """State carried between smoke tests (TTS audio feeds ASR and VAD)."""
 
-    speech_wav: bytes | None = None
+    speech: FloatAudio | None = None  # the TTS sentence, decoded once to 16 kHz
 
 
 async def _timed(fn: Callable[[], Awaitable[str]]) -> tuple[str, float]:
@@ -57,21 +57,21 @@ async def _smoke(kind: Kind, engines: Engines, state: _Smoke) -> str:
     if kind is Kind.TTS:
         tts = await engines.tts()
         synthesis = await tts.synthesize(SMOKE_SENTENCE)
-        state.speech_wav = encode_wav(synthesis.pcm, synthesis.sample_rate)
+        # Through a WAV and the service's own decoder, as a client's upload would arrive.
+        wav = encode_wav(synthesis.pcm, synthesis.sample_rate)
+        state.speech = decode_audio(wav, max_bytes=1 << 26, max_seconds=60)
         return f"said {SMOKE_SENTENCE!r}: {synthesis.duration_s:.2f}s at {synthesis.sample_rate} Hz"
     if kind is Kind.ASR:
         asr = await engines.asr()
-        if state.speech_wav is None:
+        if state.speech is None:
             return "loaded (no TTS audio to transcribe)"
-        audio = decode_audio(state.speech_wav, max_bytes=1 << 26, max_seconds=60)
-        transcript = await asr.transcribe(audio, language="zh")
+        transcript = await asr.transcribe(state.speech, language="zh")
         return f"heard the TTS sentence as {transcript.text!r}"
     if kind is Kind.VAD:
         vad = await engines.vad()
-        if state.speech_wav is None:
+        if state.speech is None:
             return "loaded (no TTS audio to scan)"
-        audio = decode_audio(state.speech_wav, max_bytes=1 << 26, max_seconds=60)
-        spans = await vad.speech(audio)
+        spans = await vad.speech(state.speech)
         return f"{len(spans)} speech span(s) in the TTS sentence"
     if kind is Kind.LLM:
         llm = await engines.llm()
