@@ -9,7 +9,10 @@ The rules, for every hop of a redirect chain:
   carries the IP, ``Host`` and TLS SNI carry the name (certificates are still verified against
   the name), so a second DNS answer cannot swap in another address (DNS rebinding);
 - connect, read and whole-fetch timeouts; at most ``max_redirects`` redirects;
-- the body is streamed and abandoned as soon as it passes ``max_bytes``.
+- the body is streamed and abandoned as soon as it passes ``max_bytes``; a compressed body
+  (gzip or deflate, the only encodings asked for) is inflated here in steps that never
+  produce more than the bytes still allowed, so a small "zip bomb" costs no more memory
+  than an honest body of the limit.
 
 Proxy variables from the environment are ignored on purpose: a proxy would resolve the name
 itself and undo the pinning.
@@ -24,6 +27,7 @@ import ipaddress
 import socket
 import ssl
 import urllib.parse
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -51,6 +55,13 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
+# Content encodings inflated here, with zlib's window bits: 32 + 15 accepts a zlib or gzip
+# header (servers send both for "deflate"); raw deflate is tried when there is neither.
+_ENCODINGS = {
+    "gzip": 32 + zlib.MAX_WBITS,
+    "x-gzip": 32 + zlib.MAX_WBITS,
+    "deflate": 32 + zlib.MAX_WBITS,
+}
 
 
 class FetchError(AiProjectError):
@@ -284,7 +295,11 @@ async def _get(
 ) -> Fetched | str:
     """GET ``url`` from ``ip``; return the body, or the ``Location`` of a redirect."""
     pinned = url.copy_with(host=str(ip))
-    headers = {"Host": url.netloc.decode("ascii"), "Accept": "image/*,*/*;q=0.5"}
+    headers = {
+        "Host": url.netloc.decode("ascii"),
+        "Accept": "image/*,*/*;q=0.5",
+        "Accept-Encoding": "gzip, deflate",
+    }
     extensions: dict[str, str] = {}
     if url.scheme == "https" and url.host != str(ip):
         extensions["sni_hostname"] = url.host
@@ -310,19 +325,68 @@ async def _get(
         raise FetchError(FetchCode.PROTOCOL, f"{url.host}: {type(err).__name__}") from err
 
 
+class _Inflater:
+    """Decodes a body's content encoding without ever holding more than the limit."""
+
+    def __init__(self, encoding: str, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._size = 0
+        self._raw_tried = False
+        self._wbits: int | None = None
+        if encoding not in ("", "identity"):
+            if encoding not in _ENCODINGS:
+                raise FetchError(
+                    FetchCode.PROTOCOL, f"the server sent an unasked-for encoding {encoding!r}"
+                )
+            self._wbits = _ENCODINGS[encoding]
+        self._zlib = zlib.decompressobj(self._wbits) if self._wbits is not None else None
+
+    def _count(self, piece: bytes) -> bytes:
+        self._size += len(piece)
+        if self._size > self._max:
+            raise FetchError(
+                FetchCode.TOO_LARGE, f"the body is over the limit of {self._max} bytes"
+            )
+        return piece
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the decoded bytes of ``data``, refusing to pass the limit."""
+        if self._zlib is None:
+            return self._count(data)
+        out: list[bytes] = []
+        pending = data
+        while pending:
+            # At most one byte past what is still allowed: enough to know the limit is passed.
+            try:
+                piece = self._zlib.decompress(pending, self._max - self._size + 1)
+            except zlib.error as err:
+                if self._raw_tried or self._size or self._wbits is None:
+                    raise FetchError(FetchCode.PROTOCOL, "the compressed body is corrupt") from err
+                self._raw_tried = True  # "deflate" without a zlib header: raw deflate
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
+            out.append(self._count(piece))
+            pending = self._zlib.unconsumed_tail
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """Return what the decoder still holds."""
+        if self._zlib is None:
+            return b""
+        return self._count(self._zlib.flush(self._max - self._size + 1))
+
+
 async def _read_limited(reply: httpx.Response, max_bytes: int) -> bytes:
     declared = reply.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise FetchError(
             FetchCode.TOO_LARGE, f"the body is {declared} bytes; the limit is {max_bytes}"
         )
+    encoding = reply.headers.get("content-encoding", "").strip().lower()
+    inflater = _Inflater(encoding, max_bytes)
     parts: list[bytes] = []
-    size = 0
-    async for chunk in reply.aiter_bytes(_CHUNK):
-        size += len(chunk)
-        if size > max_bytes:
-            raise FetchError(
-                FetchCode.TOO_LARGE, f"the body is over the limit of {max_bytes} bytes"
-            )
-        parts.append(chunk)
+    # Raw bytes: httpx would inflate a whole network chunk at once before any check.
+    async for chunk in reply.aiter_raw(_CHUNK):
+        parts.append(inflater.feed(chunk))
+    parts.append(inflater.finish())
     return b"".join(parts)
