@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import Settings, load_settings
 from aiproject.context import AppContext
-from aiproject.domain.sentence_cutter import SentenceCutter
+from aiproject.domain.text import SentenceCutter
 from aiproject.engines.llm.base import ChatMessage, GenerationOptions, Role
 
 TOKEN = "bench-token"

@@ -34,8 +34,8 @@ from pydantic import SecretStr
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import FetchSettings, Settings
 from aiproject.context import AppContext
-from aiproject.domain.image_quality import measure_quality
-from aiproject.domain.vomit import measure_vomit
+from aiproject.domain.images import measure_quality
+from aiproject.domain.pets.vomit import measure_vomit
 from aiproject.engines.images import decode_image
 from aiproject.engines.models import ModelStore, Progress
 from aiproject.engines.registry import Engines

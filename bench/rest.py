@@ -27,7 +27,7 @@ import httpx
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import RestSettings, Settings
 from aiproject.context import AppContext
-from aiproject.domain.accounts import PasswordHashing
+from aiproject.domain.rest.accounts import PasswordHashing
 from aiproject.engines.audio import decode_audio
 from aiproject.engines.images import ImageLimits, decode_image
 from aiproject.engines.llm.base import ChatMessage, GenerationOptions, Role

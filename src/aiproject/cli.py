@@ -84,7 +84,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from aiproject.domain.lingxi_tokens import current_token
+    from aiproject.domain.lingxi.tokens import current_token
     from aiproject.simulate import simulate_lingxi
 
     settings = _settings(args)

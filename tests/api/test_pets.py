@@ -21,8 +21,8 @@ from aiproject.api.pets import LegacyWire, SSEWire
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import FetchSettings, PetsSettings, Settings
 from aiproject.context import AppContext
-from aiproject.domain.pet_events import AnalysisEvent, EventKind
-from aiproject.domain.vomit_advice import DISCLAIMER
+from aiproject.domain.pets.events import AnalysisEvent, EventKind
+from aiproject.domain.pets.vomit_advice import DISCLAIMER
 from aiproject.engines.registry import Engines
 from tests.support.http_server import FakeHTTPServer, Reply
 from tests.support.ports import free_port

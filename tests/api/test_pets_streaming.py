@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import EnginesSettings, OpenAICompat, Settings, VisionSettings
 from aiproject.context import AppContext
-from aiproject.domain.vomit_vision import VISION_DISCLAIMER
+from aiproject.domain.pets.vomit_vision import VISION_DISCLAIMER
 from aiproject.engines.models import ModelStore
 from aiproject.engines.registry import Engines
 from tests.api.test_pets import (  # noqa: F401 - fixtures

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import RestSettings, Settings
 from aiproject.context import AppContext
-from aiproject.domain.accounts import Accounts, Principal
+from aiproject.domain.rest.accounts import Accounts, Principal
 from aiproject.engines.registry import Engines
 from aiproject.store.accounts import AccessToken, LoginFailure, User
 from aiproject.store.db import Database

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, inspect, select
 
 from aiproject.config import RestSettings, Settings
-from aiproject.domain.accounts import AccountError, Accounts, Principal, check_registration
+from aiproject.domain.rest.accounts import AccountError, Accounts, Principal, check_registration
 from aiproject.store.accounts import AccessToken, QuotaCharge, User
 from aiproject.store.db import Database
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from aiproject.config import LingxiSettings
-from aiproject.domain.device_commands import ActionCatalogue, parse_number
-from aiproject.domain.lingxi_messages import Action, LingxiError
+from aiproject.domain.lingxi.commands import ActionCatalogue, parse_number
+from aiproject.domain.lingxi.messages import Action, LingxiError
 
 REPLY = "好的,我来{actions}!"
 

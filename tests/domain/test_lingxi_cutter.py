@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiproject.domain.sentence_cutter import SentenceCutter, speakable
+from aiproject.domain.text import SentenceCutter, speakable
 
 
 def _cut(text: str, step: int = 1, max_chars: int = 80) -> list[str]:

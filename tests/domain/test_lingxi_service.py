@@ -9,10 +9,8 @@ from typing import Any
 import pytest
 
 from aiproject.config import LingxiSettings, Settings
-from aiproject.domain.device_commands import ActionCatalogue
-from aiproject.domain.device_records import DeviceRecords, snake
-from aiproject.domain.lingxi import LingxiService
-from aiproject.domain.lingxi_messages import (
+from aiproject.domain.lingxi.commands import ActionCatalogue
+from aiproject.domain.lingxi.messages import (
     Action,
     Commands,
     DeviceEvent,
@@ -20,6 +18,8 @@ from aiproject.domain.lingxi_messages import (
     ReportRequest,
     Voice,
 )
+from aiproject.domain.lingxi.records import DeviceRecords, snake
+from aiproject.domain.lingxi.service import LingxiService
 from aiproject.engines.registry import Engines
 from aiproject.store.db import Database
 from aiproject.store.lingxi import LingxiStore

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from aiproject.config import LingxiSettings, Settings
-from aiproject.domain.lingxi_tokens import (
+from aiproject.domain.lingxi.tokens import (
     LingxiTokens,
     create_token,
     current_token,

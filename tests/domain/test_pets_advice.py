@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from aiproject.domain.pet_events import STOP_REASONS, text_chunks
-from aiproject.domain.pet_recognition import CHINESE_NAMES, label_words, recognition_text
-from aiproject.domain.vomit import VomitMeasurements
-from aiproject.domain.vomit_advice import (
+from aiproject.domain.pets.events import STOP_REASONS, text_chunks
+from aiproject.domain.pets.recognition import CHINESE_NAMES, label_words, recognition_text
+from aiproject.domain.pets.vomit import VomitMeasurements
+from aiproject.domain.pets.vomit_advice import (
     DISCLAIMER,
     RULES,
     SOURCES,

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from aiproject.domain.image_quality import QualityProblem, QualityThresholds, measure_quality
-from aiproject.domain.vomit import (
+from aiproject.domain.images import QualityProblem, QualityThresholds, measure_quality
+from aiproject.domain.pets.vomit import (
     Colour,
     GateResult,
     VomitMeasurements,

@@ -27,8 +27,7 @@ from aiproject.api.lingxi_schema import OPENAPI_EXTRA
 from aiproject.api.sse import KEEPALIVE, SSE_HEADERS, encode_json_event
 from aiproject.config import Settings
 from aiproject.context import AppContext
-from aiproject.domain.lingxi import LingxiService
-from aiproject.domain.lingxi_messages import (
+from aiproject.domain.lingxi.messages import (
     ChatRequest,
     DeviceEvent,
     GetRequest,
@@ -39,7 +38,8 @@ from aiproject.domain.lingxi_messages import (
     ResetRequest,
     Speech,
 )
-from aiproject.domain.lingxi_tokens import LingxiTokens, read_token, token_path
+from aiproject.domain.lingxi.service import LingxiService
+from aiproject.domain.lingxi.tokens import LingxiTokens, read_token, token_path
 from aiproject.engines.errors import EngineUnavailable
 from aiproject.errors import AiProjectError
 from aiproject.store.errors import StoreError

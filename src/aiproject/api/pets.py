@@ -37,10 +37,10 @@ from aiproject.api.pets_schema import (
 )
 from aiproject.api.sse import SSE_HEADERS, encode_event
 from aiproject.context import AppContext
-from aiproject.domain.accounts import Accounts
-from aiproject.domain.pet_events import AnalysisEvent, EventKind
-from aiproject.domain.pets import AnalysisRequest, Job, PetService
-from aiproject.domain.pets import ProfileFields as DomainProfile
+from aiproject.domain.pets.events import AnalysisEvent, EventKind
+from aiproject.domain.pets.service import AnalysisRequest, Job, PetService
+from aiproject.domain.pets.service import ProfileFields as DomainProfile
+from aiproject.domain.rest.accounts import Accounts
 from aiproject.errors import AiProjectError
 from aiproject.store.pets import PetAnalysis, PetProfile
 

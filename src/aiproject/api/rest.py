@@ -29,8 +29,8 @@ from starlette.types import Message, Receive, Scope, Send
 from aiproject.api.bodies import read_capped
 from aiproject.api.sse import SSE_HEADERS
 from aiproject.context import AppContext
-from aiproject.domain.accounts import AccountError, Accounts
-from aiproject.domain.metered_models import Answer, Delta, MeteredModels, PictureMode
+from aiproject.domain.rest.accounts import AccountError, Accounts
+from aiproject.domain.rest.metered_models import Answer, Delta, MeteredModels, PictureMode
 from aiproject.engines.errors import BadInput, EngineError, EngineUnavailable, RemoteError
 from aiproject.engines.llm.base import ChatMessage, Role
 from aiproject.errors import AiProjectError

@@ -1,7 +1,7 @@
 """Accounts of the REST API (spec 02): users, access tokens, failed logins and quota charges.
 
 This repository is the only code that writes these tables; the rules (validation, hashing,
-throttling limits, what to charge) live in :mod:`aiproject.domain.accounts`.
+throttling limits, what to charge) live in :mod:`aiproject.domain.rest.accounts`.
 """
 
 from __future__ import annotations

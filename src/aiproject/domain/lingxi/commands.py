@@ -1,6 +1,6 @@
 """The catalogue of device actions: parameter schemas, phrase rules, and checks of LLM output.
 
-The built-in catalogue (``domain/data/lingxi_actions.json``) is replaced by
+The built-in catalogue (``domain/lingxi/data/actions.json``) is replaced by
 ``lingxi.catalogue_path`` when set and amended by ``lingxi.actions``. Each action has a
 description, a confirmation phrase (``say``, may use ``{param}``), regular expressions that
 ask for it in what the user said (a named group captures a parameter), and parameters in a
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiproject.config import LingxiSettings
-from aiproject.domain.lingxi_messages import Action, LingxiError
+from aiproject.domain.lingxi.messages import Action, LingxiError
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class ActionCatalogue:
         if settings.catalogue_path is not None:
             source, text = str(settings.catalogue_path), _read(settings.catalogue_path)
         else:
-            resource = files("aiproject.domain").joinpath("data/lingxi_actions.json")
+            resource = files("aiproject.domain.lingxi").joinpath("data/actions.json")
             source, text = "built-in catalogue", resource.read_text(encoding="utf-8")
         try:
             entries = json.loads(text)["actions"]

@@ -11,8 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiproject.config import LingxiSettings
-from aiproject.domain.device_commands import ActionCatalogue
-from aiproject.domain.lingxi_messages import (
+from aiproject.domain.lingxi.commands import ActionCatalogue
+from aiproject.domain.lingxi.messages import (
     DATA_RESPONSE,
     RESET_COMPLETE,
     Action,

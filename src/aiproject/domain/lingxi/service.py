@@ -1,6 +1,6 @@
 """The Lingxi business service (spec 03): chat with a device, and its reports, resets and gets.
 
-A chat answer streams sentence by sentence (:mod:`aiproject.domain.sentence_cutter`) from the
+A chat answer streams sentence by sentence (:mod:`aiproject.domain.text`) from the
 LLM, with the conversation of its (device_id, session_id) kept in the database. Requests for
 device actions are found by the catalogue's phrase rules (no LLM needed, confirmed with
 ``lingxi.command_reply``) and, with a capable LLM, by a JSON choice validated against the
@@ -19,9 +19,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import timedelta
 
 from aiproject.config import Settings
-from aiproject.domain.device_commands import ActionCatalogue
-from aiproject.domain.device_records import DeviceRecords
-from aiproject.domain.lingxi_messages import (
+from aiproject.domain.lingxi.commands import ActionCatalogue
+from aiproject.domain.lingxi.messages import (
     Action,
     ChatRequest,
     Commands,
@@ -33,7 +32,8 @@ from aiproject.domain.lingxi_messages import (
     Speech,
     Voice,
 )
-from aiproject.domain.sentence_cutter import SentenceCutter, speakable
+from aiproject.domain.lingxi.records import DeviceRecords
+from aiproject.domain.text import SentenceCutter, speakable
 from aiproject.engines.errors import EngineError
 from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role
 from aiproject.engines.registry import Engines

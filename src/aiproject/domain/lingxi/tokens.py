@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiproject.config import Settings
-from aiproject.domain.lingxi_messages import LingxiError
+from aiproject.domain.lingxi.messages import LingxiError
 
 log = logging.getLogger(__name__)
 

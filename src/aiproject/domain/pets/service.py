@@ -18,12 +18,12 @@ from enum import IntEnum
 from typing import Any
 
 from aiproject.config import Settings
-from aiproject.domain.image_quality import QualityThresholds, measure_quality
-from aiproject.domain.pet_events import AnalysisEvent, EventKind, stop_events, text_chunks
-from aiproject.domain.pet_recognition import recognition_text
-from aiproject.domain.vomit import VomitMeasurements, measure_vomit, vomit_gate
-from aiproject.domain.vomit_advice import PetFacts, assess, report_text, simple_text
-from aiproject.domain.vomit_vision import reference_events, vision_events
+from aiproject.domain.images import QualityThresholds, measure_quality
+from aiproject.domain.pets.events import AnalysisEvent, EventKind, stop_events, text_chunks
+from aiproject.domain.pets.recognition import recognition_text
+from aiproject.domain.pets.vomit import VomitMeasurements, measure_vomit, vomit_gate
+from aiproject.domain.pets.vomit_advice import PetFacts, assess, report_text, simple_text
+from aiproject.domain.pets.vomit_vision import reference_events, vision_events
 from aiproject.engines.errors import MediaError
 from aiproject.engines.image.labels import guess_pet
 from aiproject.engines.images import ImageLimits, RGBImage, decode_image

@@ -4,7 +4,7 @@ Nothing here recognises vomit. The picture is split into a floor (the colour tha
 its border) and a subject (what differs from it); the subject's pixels are sorted into colour
 classes by HSV ranges chosen for the things a vet asks about (fresh blood, dark digested
 blood, bile, foam, food, dyes that no food has), and its texture is summarised as small
-distinct pieces and long thin strands. :mod:`aiproject.domain.vomit_advice` turns these
+distinct pieces and long thin strands. :mod:`aiproject.domain.pets.vomit_advice` turns these
 numbers into words and urgency.
 """
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from aiproject.domain.vomit import Colour, VomitMeasurements
+from aiproject.domain.pets.vomit import Colour, VomitMeasurements
 
 DISCLAIMER = "本结果由图片颜色和纹理的自动测量生成, 仅供参考, 不能替代兽医的诊断。"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from aiproject.domain.pet_events import AnalysisEvent, EventKind, stop_events
-from aiproject.domain.vomit import VomitMeasurements
-from aiproject.domain.vomit_advice import Assessment, PetFacts, vision_prompt
+from aiproject.domain.pets.events import AnalysisEvent, EventKind, stop_events
+from aiproject.domain.pets.vomit import VomitMeasurements
+from aiproject.domain.pets.vomit_advice import Assessment, PetFacts, vision_prompt
 from aiproject.engines.errors import VisionError
 from aiproject.engines.images import RGBImage, downscale, encode_jpeg
 from aiproject.engines.vision.base import VisionLLM

@@ -21,7 +21,7 @@ from enum import StrEnum
 import anyio
 
 from aiproject.config import Settings
-from aiproject.domain.accounts import Account, Accounts
+from aiproject.domain.rest.accounts import Account, Accounts
 from aiproject.engines.audio import decode_audio
 from aiproject.engines.images import ImageLimits, decode_image, encode_jpeg, sniff_image_format
 from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role, UsageMeter

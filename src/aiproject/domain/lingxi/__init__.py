@@ -1,0 +1,1 @@
+"""Spec 03: the Lingxi device brain (chat, device records, action commands, bearer token)."""

@@ -1,0 +1,1 @@
+"""Spec 04: pet recognition and vomit analysis sessions."""

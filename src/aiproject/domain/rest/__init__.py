@@ -1,0 +1,1 @@
+"""Spec 02: accounts, tokens, quotas and the metered models behind the REST surface."""
