@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -13,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -23,6 +26,12 @@ from sqlalchemy.ext.asyncio import (
 )
 
 log = logging.getLogger(__name__)
+
+# The advisory lock every process takes before migrating a PostgreSQL schema; keyed by the
+# schema so that databases in different schemas (tests, tenants) migrate independently.
+_PG_MIGRATION_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtext('aiproject.migrate:' || current_schema()))"
+)
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
@@ -63,12 +72,35 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def migrate(self) -> str | None:
-        """Upgrade the schema to the newest migration; return the revision now in place."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
+        """Upgrade the schema to the newest migration; return the revision now in place.
+
+        Several processes may start together on one database: one migrates while the others
+        wait, then find the schema at head and do nothing. PostgreSQL serialises them with a
+        transaction-scoped advisory lock (released by the commit, or by the server if the
+        process dies), SQLite with a lock file beside the database.
+        """
+        async with self._sqlite_migration_lock():
+            async with self.engine.begin() as conn:
+                if not self.is_sqlite:
+                    await conn.execute(text(_PG_MIGRATION_LOCK))
+                await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
         revision = await self.current_revision()
         log.info("database migrated revision=%s", revision)
         return revision
+
+    @asynccontextmanager
+    async def _sqlite_migration_lock(self) -> AsyncIterator[None]:
+        path = self.url.split("///", 1)[-1] if self.is_sqlite else ""
+        if not path or path == ":memory:":
+            yield
+            return
+        fd = os.open(f"{path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # Waits (off the event loop) for as long as another process's migration takes.
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     async def current_revision(self) -> str | None:
         """Return the schema revision of the database (None before any migration)."""

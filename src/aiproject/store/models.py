@@ -1,10 +1,16 @@
-"""ORM tables. Every change here comes with an Alembic migration in migrations/versions/."""
+"""ORM tables. Every change here comes with an Alembic migration in migrations/versions/.
+
+Each repository module of this package declares its own tables on :class:`Base`;
+:func:`all_tables` imports them all, so migrations and schema checks see every table.
+"""
 
 from __future__ import annotations
 
+import pkgutil
 from datetime import UTC, datetime
+from importlib import import_module
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String
+from sqlalchemy import DateTime, Integer, LargeBinary, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,3 +35,12 @@ class FaceEmbedding(Base):
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def all_tables() -> MetaData:
+    """Return the metadata of every table, importing each repository module of the store."""
+    package = import_module("aiproject.store")
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name != "migrations":
+            import_module(f"aiproject.store.{module.name}")
+    return Base.metadata
