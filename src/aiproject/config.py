@@ -76,11 +76,21 @@ class LLMSettings(BaseModel):
     """Text generation."""
 
     backend: Literal["llama_cpp", "openai"] = "llama_cpp"
-    # A GGUF file; empty means the Gemma 3 270M model assembled from its PyPI packages.
+    # A packaged GGUF (docs/models.md): Qwen2.5-Coder-1.5B-Instruct, or the 0.5B for low memory.
+    model: Literal["qwen2.5-1.5b", "qwen2.5-0.5b"] = "qwen2.5-1.5b"
+    # Any other GGUF file; set, it replaces `model`.
     model_path: Path | None = None
-    chat_format: str = "gemma"
-    n_ctx: int = Field(default=4096, ge=256)
+    # Empty: the chat template stored in the GGUF. Or a llama-cpp-python format name (chatml,
+    # llama-3, mistral-instruct, qwen, zephyr) for a GGUF without a usable template.
+    chat_format: str = ""
+    # KV cache cells shared by every chat in progress; one chat's prompt and answer must fit.
+    n_ctx: int = Field(default=8192, ge=256)
     n_threads: int | None = None
+    # Chats decoded together, one token each per step; more wait in line (FIFO).
+    parallel: int = Field(default=4, ge=1, le=32)
+    # Past this many chats waiting, or this long waiting, a new chat is refused as busy.
+    max_waiting: int = Field(default=16, ge=0)
+    max_wait_s: float = Field(default=30.0, gt=0)
     max_tokens: int = Field(default=512, ge=1)
     temperature: float = Field(default=0.7, ge=0, le=2)
     openai: OpenAICompat = OpenAICompat()
@@ -392,6 +402,54 @@ class AssistantSettings(BaseModel):
     faces: Faces = Faces()
 
 
+class AvatarSettings(BaseModel):
+    """Spec 05: the digital human's WebRTC sessions (the renderer is ``engines.avatar``)."""
+
+    model_config = {"extra": "forbid"}
+
+    # Live sessions one process serves; one more /offer is refused with code -1. One session
+    # costs about a fifth of a core (render + VP8 + Opus) plus its TTS/LLM bursts, so 4 fit
+    # a 2-core machine that also runs the models (see docs/protocols/digital-human.md).
+    max_session: int = Field(default=4, ge=1, le=1000)
+    # Control routes always check a session token that is sent (header X-Session-Token or
+    # Authorization: Bearer); true makes it mandatory. Downloads always need it.
+    require_token: bool = False
+    # A session ends when its peer has not connected this long after the answer, when no
+    # RTCP report came from it this long, or after this long without a request or speech.
+    connect_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    peer_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    idle_timeout_s: float = Field(default=30 * 60, gt=0, le=7 * 24 * 3600)
+    # Preferred video codec (the other stays negotiable): VP8 costs a third of x264's CPU.
+    video_codec: Literal["vp8", "h264"] = "vp8"
+    # STUN/TURN URLs handed to the peer connection (none needed on a LAN).
+    ice_servers: list[str] = []
+    # Threads that render frames for every session of the process.
+    render_threads: int = Field(default=2, ge=1, le=64)
+    # Requests a session may queue behind the one speaking; one more is answered busy.
+    max_pending: int = Field(default=8, ge=1, le=1000)
+    max_text_chars: int = Field(default=2000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # /humanaudio uploads: bytes and decoded length.
+    max_audio_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_audio_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # chat: the conversation kept per session, and how the LLM is asked.
+    history_messages: int = Field(default=20, ge=0, le=1000)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    system_prompt: str = (
+        "你是一个数字人助手，正在和用户面对面交谈。请用简短、口语化的简体中文回答，"
+        "不超过三句话；不要使用表情符号、列表或Markdown。"
+    )
+    # Voice of echo and chat speech; empty: the TTS engine's default voice.
+    voice: str = ""
+    max_sentence_chars: int = Field(default=80, ge=8, le=1000)
+    # Recordings: longest one (then it stops by itself), how many a session may keep, and
+    # how long finished files stay downloadable after their session ended.
+    max_record_s: float = Field(default=600.0, gt=0, le=24 * 3600)
+    max_recordings: int = Field(default=5, ge=1, le=1000)
+    record_retention_s: float = Field(default=3600.0, gt=0, le=30 * 24 * 3600)
+
+
 # The TOML file given to load_settings, without touching the process environment.
 _config_file: ContextVar[str | None] = ContextVar("aiproject_config_file", default=None)
 
@@ -427,6 +485,7 @@ class Settings(BaseSettings):
     rest: RestSettings = RestSettings()
     lingxi: LingxiSettings = LingxiSettings()
     pets: PetsSettings = PetsSettings()
+    avatar: AvatarSettings = AvatarSettings()
     assistant: AssistantSettings = AssistantSettings()
 
     @classmethod
