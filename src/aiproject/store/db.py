@@ -56,6 +56,7 @@ class Database:
     def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
         """Open a pool on ``url``; ``schema`` (PostgreSQL) isolates tables, e.g. per test."""
         self.url = url
+        self.schema = schema
         self.is_sqlite = url.startswith("sqlite")
         connect_args: dict[str, Any] = {}
         if self.is_sqlite:

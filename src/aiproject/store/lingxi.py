@@ -272,9 +272,16 @@ class LingxiStore:
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def record_report(self, report: ReportRecord) -> ReportChange:
-        """Store a report, add its counts to the counters, and return the state around it."""
+        """Store a report, add its counts to the counters, and return the state around it.
+
+        Reports of one device are serialised, on every database and across processes: the
+        first statement upserts the device row, which holds that row's lock (PostgreSQL) or
+        the database's write lock (SQLite) until the commit. So ``before`` is exactly the
+        state the previous report left, and a threshold is crossed by one report only.
+        """
         now = utcnow()
         async with self._session(write=True) as session:
+            await self._lock_device(session, report.device_id, now)
             session.add(
                 LingxiReport(
                     device_id=report.device_id,
@@ -286,7 +293,7 @@ class LingxiStore:
                     received_at=now,
                 )
             )
-            await session.flush()  # the write lock is ours from here on
+            await session.flush()
             before = await self._state(session, report.device_id)
             await self._upsert_device(session, report, now)
             if report.counts:
@@ -332,6 +339,15 @@ class LingxiStore:
             battery_level=device.battery_level if device else None,
             volume_level=device.volume_level if device else None,
             counters={row.name: int(row.value) for row in counters},
+        )
+
+    async def _lock_device(self, session: AsyncSession, device_id: str, now: datetime) -> None:
+        """Create or touch the device row, which locks it until the transaction ends."""
+        statement = self._insert(LingxiDevice).values(device_id=device_id, updated_at=now)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["device_id"], set_={"updated_at": statement.excluded.updated_at}
+            )
         )
 
     async def _upsert_device(
