@@ -32,6 +32,10 @@ if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
     .venv/bin/python -m pip install -q --progress-bar on -e ".${extras}"
+  # The face detector and mesh models ship only in this mediapipe wheel. It is installed
+  # without its declared dependencies (jax, matplotlib, opencv-contrib): we never import it,
+  # only read its .tflite files and run them with TensorFlow Lite (engines/face/tflite.py).
+  .venv/bin/python -m pip install -q --no-deps "mediapipe==0.10.21"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
