@@ -279,9 +279,10 @@ class LingxiSettings(BaseModel):
     tokens: list[SecretStr] = []
     # A `: ping` comment is sent when a stream has been silent this long.
     keepalive_s: float = Field(default=10.0, gt=0, le=300)
-    # How often a running chat asks the database whether a newer chat on its session started
-    # (in any worker process) and it should stop.
-    supersede_poll_s: float = Field(default=0.5, gt=0, le=60)
+    # A running chat learns at once (through the database's change feed: LISTEN/NOTIFY on
+    # PostgreSQL) that a newer chat on its session started in any worker process; it also
+    # looks on its own this often, in case a notification was lost while reconnecting.
+    supersede_recheck_s: float = Field(default=10.0, gt=0, le=600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_msg_chars: int = Field(default=1000, ge=1)
     # Conversation memory per (device_id, session_id): messages kept, and idle time after

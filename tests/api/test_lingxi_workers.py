@@ -17,7 +17,7 @@ from tests.api.test_lingxi_streams import LONG_QUESTION, LONG_TOKENS, _full_run,
 async def test_a_chat_in_another_worker_supersedes_the_running_one(
     settings: Settings, engines: Engines
 ) -> None:
-    configured = configure(settings, max_tokens=LONG_TOKENS, supersede_poll_s=0.05)
+    configured = configure(settings, max_tokens=LONG_TOKENS)
     first_worker = await open_lingxi(configured, engines)
     second_worker = await open_lingxi(configured, engines)
     llm = await _llama(engines)

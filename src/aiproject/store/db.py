@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -24,6 +24,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+if TYPE_CHECKING:
+    from aiproject.store.changes import ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,16 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _enable_sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._changes: ChangeFeed | None = None
+
+    @property
+    def changes(self) -> ChangeFeed:
+        """Return this database's change feed (one per process, listening on first watch)."""
+        if self._changes is None:
+            from aiproject.store.changes import ChangeFeed
+
+            self._changes = ChangeFeed(self)
+        return self._changes
 
     async def migrate(self) -> str | None:
         """Upgrade the schema to the newest migration; return the revision now in place.
@@ -122,5 +135,7 @@ class Database:
             yield session
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
+        """Stop listening for changes and close every pooled connection."""
+        if self._changes is not None:
+            await self._changes.aclose()
         await self.engine.dispose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -152,6 +153,13 @@ class ReportChange:
     after: DeviceState
 
 
+CHAT_CHANNEL = "lingxi_chat"
+
+
+def _chat_key(device_id: str, session_id: str) -> str:
+    return json.dumps([device_id, session_id], ensure_ascii=False)
+
+
 def _aware(value: datetime) -> datetime:
     """Return ``value`` in UTC (SQLite hands timestamps back without a zone)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
@@ -198,6 +206,16 @@ class LingxiStore:
                     set_={"chat_id": statement.excluded.chat_id, "started_at": utcnow()},
                 )
             )
+        try:
+            await self._db.changes.publish(CHAT_CHANNEL, _chat_key(device_id, session_id))
+        except SQLAlchemyError as err:  # the older chat notices on its next re-check
+            log.warning("lingxi: cannot announce a new chat: %s", err)
+
+    def watch_chat(
+        self, device_id: str, session_id: str
+    ) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
+        """Return a watch whose event is set when a chat of the session is claimed anywhere."""
+        return self._db.changes.watch(CHAT_CHANNEL, _chat_key(device_id, session_id))
 
     async def current_chat(self, device_id: str, session_id: str) -> str | None:
         """Return the id of the session's current chat."""

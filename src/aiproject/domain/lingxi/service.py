@@ -106,37 +106,48 @@ class LingxiService:
     async def _chat(self, request: ChatRequest) -> AsyncGenerator[Reply, None]:
         """Run the chat in a task of its own, so that a newer chat on the session can stop it."""
         key = (request.device_id, request.session_id)
-        # Other worker processes learn of this chat through the database (see _watch).
+        # Other worker processes learn of this chat through the database's change feed;
+        # watching before claiming means a newer claim is never missed (see _watch).
         chat_id = secrets.token_hex(16)
-        await self._store.claim_chat(*key, chat_id)
-        replies: asyncio.Queue[Reply | None] = asyncio.Queue()
-        previous = self._running.get(key)
-        task = asyncio.create_task(self._converse(request, replies.put_nowait, previous))
-        self._running[key] = task
-        if previous is not None and not previous.done() and not previous.cancelling():
-            log.info("lingxi: chat superseded device=%s session=%s", *key)
-            previous.cancel()
-        watcher = asyncio.create_task(self._watch(key, chat_id, task))
-        try:
-            while (reply := await replies.get()) is not None:
-                yield reply
-            await asyncio.wait([task])
-            if not task.cancelled():  # a superseded chat just ends
-                task.result()
-        finally:
-            watcher.cancel()
-            if not task.done() and not task.cancelling():
-                task.cancel()
-            await asyncio.wait([task, watcher])  # its part of the conversation is stored by now
-            if not task.cancelled():
-                task.exception()  # mark it retrieved: raised above, or we failed first
-            if self._running.get(key) is task:
-                del self._running[key]
+        async with self._store.watch_chat(*key) as changed:
+            await self._store.claim_chat(*key, chat_id)
+            replies: asyncio.Queue[Reply | None] = asyncio.Queue()
+            previous = self._running.get(key)
+            task = asyncio.create_task(self._converse(request, replies.put_nowait, previous))
+            self._running[key] = task
+            if previous is not None and not previous.done() and not previous.cancelling():
+                log.info("lingxi: chat superseded device=%s session=%s", *key)
+                previous.cancel()
+            watcher = asyncio.create_task(self._watch(key, chat_id, task, changed))
+            try:
+                while (reply := await replies.get()) is not None:
+                    yield reply
+                await asyncio.wait([task])
+                if not task.cancelled():  # a superseded chat just ends
+                    task.result()
+            finally:
+                watcher.cancel()
+                if not task.done() and not task.cancelling():
+                    task.cancel()
+                await asyncio.wait([task, watcher])  # its part of the conversation is stored
+                if not task.cancelled():
+                    task.exception()  # mark it retrieved: raised above, or we failed first
+                if self._running.get(key) is task:
+                    del self._running[key]
 
-    async def _watch(self, key: SessionKey, chat_id: str, task: asyncio.Task[None]) -> None:
-        """Stop ``task`` once a newer chat on the session started, in this or another process."""
+    async def _watch(
+        self, key: SessionKey, chat_id: str, task: asyncio.Task[None], changed: asyncio.Event
+    ) -> None:
+        """Stop ``task`` once a newer chat on the session started, in this or another process.
+
+        Woken by the change feed at once; ``supersede_recheck_s`` is only the safety net for
+        a notification lost while the feed was reconnecting.
+        """
         while not task.done():
-            await asyncio.sleep(self.settings.supersede_poll_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.supersede_recheck_s):
+                    await changed.wait()
+            changed.clear()
             try:
                 current = await self._store.current_chat(*key)
             except StoreError as err:

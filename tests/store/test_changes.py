@@ -1,0 +1,71 @@
+"""The change feed: a change published through one pool wakes watchers on another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from aiproject.store.db import Database
+
+
+@pytest.fixture
+async def other(db: Database) -> AsyncIterator[Database]:
+    """A second pool on the same database, as another process would have."""
+    second = Database(db.url, schema=db.schema)
+    try:
+        yield second
+    finally:
+        await second.aclose()
+
+
+async def _woken(event: asyncio.Event) -> bool:
+    async with asyncio.timeout(30):
+        await event.wait()
+    return True
+
+
+async def test_a_published_change_wakes_its_watchers_only(db: Database, other: Database) -> None:
+    source = other if not db.is_sqlite else db  # SQLite deployments are one process
+    async with (
+        db.changes.watch("things", "a") as a,
+        db.changes.watch("things", "b") as b,
+        db.changes.watch("others", "a") as elsewhere,
+    ):
+        await source.changes.publish("things", "a")
+        assert await _woken(a)
+        # Published after "a": once it arrived, "a"'s notification has long been dispatched.
+        async with db.changes.watch("things", "last") as last:
+            await source.changes.publish("things", "last")
+            assert await _woken(last)
+        assert not b.is_set()
+        assert not elsewhere.is_set()
+
+
+@pytest.mark.postgres
+async def test_watchers_are_woken_again_after_the_listening_connection_dies(
+    db: Database, other: Database
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    async with db.changes.watch("things", "a") as changed:
+        async with db.engine.connect() as conn:
+            killed = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE query LIKE :listen AND pid <> pg_backend_pid()"
+                ),
+                {"listen": f"LISTEN %{db.schema}.things%"},
+            )
+        assert killed == 1
+        # After reconnecting, the feed wakes every watcher to look again ...
+        assert await _woken(changed)
+        changed.clear()
+        # ... and listens again: a later change still arrives.
+        async with db.changes.watch("things", "probe") as probe:
+            await other.changes.publish("things", "probe")
+            assert await _woken(probe)
+        await other.changes.publish("things", "a")
+        assert await _woken(changed)
