@@ -75,6 +75,7 @@ def _prepare(args: argparse.Namespace) -> int:
             ("asr", store.whisper_base),
             ("llm", store.gemma_gguf),
             ("image", lambda: store.efficientnet_onnx(convert_efficientnet_lite0)),
+            ("tts", store.kokoro_onnx),
         ):
             print(f"{name}: {prepare()}")
     except AiProjectError as err:

