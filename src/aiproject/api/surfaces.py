@@ -41,7 +41,11 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 
 def create_tools_app(ctx: AppContext) -> ASGIApp:
     """Spec 01 tool WebSockets (port 3304)."""
-    return _bare(Surface.TOOLS, ctx)
+    from aiproject.api.assistant import tools
+
+    app = tools.create_app(ctx)
+    app.router.routes.insert(0, _health(Surface.TOOLS))
+    return app
 
 
 def create_assistant_ws_app(ctx: AppContext) -> ASGIApp:

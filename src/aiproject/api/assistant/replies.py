@@ -1,0 +1,93 @@
+"""The JSON messages of spec 01's sockets and HTTP flow, and what each ``reason`` means.
+
+Every reply carries the spec's four keys ``user_id``, ``type``, ``hash`` and (sockets)
+``message`` or (HTTP) the type's own fields. Refusals add ``reason`` (a stable code, listed
+in docs/protocols/assistant.md) and ``detail`` (a sentence for people).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiproject.engines.errors import BadInput, EngineError
+from aiproject.errors import AiProjectError
+from aiproject.store.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+# What a person reads for each reason; codes without an entry fall back to a generic text.
+DETAILS: dict[str, str] = {
+    "expected-image": "请发送一张图片的二进制数据",
+    "expected-audio": "请发送音频的二进制数据",
+    "expected-text": "请发送文本消息",
+    "expected-handshake": "请先发送握手 JSON",
+    "bad-json": "消息不是合法的 JSON",
+    "bad-request": "请求的字段有误",
+    "unknown-type": "不支持的 type",
+    "empty-text": "文本为空",
+    "text-too-long": "文本太长",
+    "empty-image": "图片为空",
+    "not-an-image": "不是 JPEG、PNG、WebP、GIF 或 BMP 图片",
+    "bad-image": "图片已损坏",
+    "image-too-large": "图片太大",
+    "image-too-small": "图片太小",
+    "empty-audio": "音频为空",
+    "audio-too-large": "音频太大",
+    "audio-too-long": "音频太长",
+    "bad-audio": "音频无法解码",
+    "odd-length-pcm": "PCM 音频字节数必须为偶数",
+    "bad-base64": "media 不是合法的 base64",
+    "no-handshake": "会话不存在或已过期, 请先握手",
+    "no-item": "握手时没有识别出要办理的事项, 请重新握手",
+    "interview-unfinished": "信息尚未采集完整, 请先完成对话",
+    "not-stored": "信息尚未录入, 请先录入",
+    "face-taken": "这张人脸已经录入到其他用户名下",
+    "body-too-large": "请求体太大",
+    "body-timeout": "请求体上传超时",
+    "answer-timeout": "等待回答超时",
+    "message-too-large": "消息太大",
+    "over-budget": "请求次数过多",
+    "storage-failed": "数据库暂时不可用, 请稍后重试",
+    "engine-failed": "识别服务暂时不可用, 请稍后重试",
+    "internal-error": "内部错误, 请稍后重试",
+}
+
+
+def detail(reason: str, message: str = "") -> str:
+    """Return the sentence for ``reason``, with the error's own message after it."""
+    words = DETAILS.get(reason, "请求失败")
+    return f"{words} ({message})" if message else words
+
+
+def socket_reply(
+    kind: str, hash_: str, message: str, *, user_id: str = "", reason: str = "", text: str = ""
+) -> str:
+    """Return a socket message: the spec's keys in its order, then ``reason`` and ``detail``."""
+    body: dict[str, Any] = {"user_id": user_id, "type": kind, "hash": hash_, "message": message}
+    if reason:
+        body["reason"] = reason
+        if message == "error":
+            body["detail"] = detail(reason, text)
+    return json.dumps(body, ensure_ascii=False)
+
+
+def reason_of(err: BaseException) -> tuple[str, str]:
+    """Return (reason, message) for any failure, the one place failures become reasons.
+
+    The caller's mistakes keep their code and message; failures behind us (an engine, the
+    database) are logged and answered without their details; anything else is a bug.
+    """
+    if isinstance(err, BadInput) or not isinstance(err, AiProjectError):
+        if isinstance(err, AiProjectError):
+            return err.code, err.message
+        log.error("assistant: unexpected failure", exc_info=err)
+        return "internal-error", ""
+    if isinstance(err, StoreError):
+        log.error("assistant: database failure: %s", err.message)
+        return "storage-failed", ""
+    if isinstance(err, EngineError):
+        log.warning("assistant: engine failure code=%s: %s", err.code, err.message)
+        return "engine-failed", ""
+    return err.code, err.message
