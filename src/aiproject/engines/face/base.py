@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,10 @@ import numpy.typing as npt
 from aiproject.engines.blocking import BlockingPool
 from aiproject.engines.errors import BadInput, FaceError, foreign_errors
 from aiproject.engines.images import RGBImage
+
+if TYPE_CHECKING:
+    from aiproject.engines.face.landmarks import FaceLandmarks
+    from aiproject.engines.face.quality import Inspection, QualityLimits
 
 Embedding = npt.NDArray[np.float32]
 
@@ -79,6 +84,22 @@ class FaceEngine(ABC):
         if not faces:
             raise FaceError("no-face", "no face was found in the image")
         return faces[0]
+
+    async def landmarks(self, image: RGBImage, *, max_faces: int = 1) -> list[FaceLandmarks]:
+        """Return the 468-point mesh of up to ``max_faces`` faces, largest first."""
+        raise FaceError("no-landmarks", f"the {self.name} face backend has no face mesh")
+
+    async def inspect(self, image: RGBImage, limits: QualityLimits | None = None) -> Inspection:
+        """Judge the frame's largest face and embed it when it is good enough.
+
+        Backends without a mesh skip the angle and eye checks; ``mediapipe`` does all.
+        """
+        from aiproject.engines.face.quality import Inspection, assess_quality
+
+        boxes = await self.detect(image)
+        quality = assess_quality(image, boxes, None, limits)
+        faces = await self.embed(image, max_faces=1) if quality.ok else []
+        return Inspection(quality=quality, face=faces[0] if faces else None)
 
     def distance(self, a: Embedding, b: Embedding) -> float:
         """Return the distance between two embeddings in this engine's metric."""
