@@ -61,6 +61,7 @@ class _Tools:
                     FaceChecker(engine, settings.assistant.faces),
                     gallery_for(self.ctx.db, engine),
                     settings.engines.face.match_distance,
+                    liveness=settings.engines.face.liveness,
                 )
             return self._recognizer
 
@@ -85,6 +86,8 @@ async def face_predict(ws: WebSocket, tools: _Tools) -> None:
     faces = tools.ctx.settings.assistant.faces
     budget = FrameBudget(faces.predict_max_frames, faces.predict_rate, faces.predict_burst)
     hash_, last_user = new_hash(), ""
+    recognizer = await tools.recognizer()
+    tracker = recognizer.tracker()
     while True:
         data, text = await read()
         if data is None and text is None:
@@ -98,7 +101,7 @@ async def face_predict(ws: WebSocket, tools: _Tools) -> None:
         try:
             if data is None:
                 raise BadInput("expected-image", "a text message; send the image as binary")
-            recognition = await (await tools.recognizer()).recognise(data)
+            recognition = await recognizer.recognise(data, tracker)
         except Exception as err:
             reason, message = reason_of(err)
             await ws.send_text(
@@ -109,7 +112,7 @@ async def face_predict(ws: WebSocket, tools: _Tools) -> None:
             last_user = recognition.user_id
             await ws.send_text(socket_reply("face_predict", hash_, "success", user_id=last_user))
         else:
-            reason = recognition.problem.value if recognition.problem else ""
+            reason = recognition.problem or ""
             await ws.send_text(socket_reply("face_predict", hash_, "continue", reason=reason))
 
 

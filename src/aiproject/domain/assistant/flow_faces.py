@@ -1,7 +1,8 @@
 """Faces in the assistant's flow: recognise a citizen (face_predict), enrol one (face_train).
 
-Each frame is checked before it counts: exactly one face, large enough, lit and sharp. A
-frame that fails says why (``reason``), so a kiosk can tell the citizen what to change.
+Each frame is checked before it counts (the face engine's quality checks: one face, large
+enough, lit, sharp and, with a face mesh, facing the camera with open eyes). A frame that
+fails says why (``reason``), so a kiosk can tell the citizen what to change.
 """
 
 from __future__ import annotations
@@ -12,71 +13,51 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import cv2
 import numpy as np
 
 from aiproject.config import AssistantSettings
 from aiproject.engines.errors import FaceError
 from aiproject.engines.face.base import Face, FaceEngine, Metric
+from aiproject.engines.face.landmarks import FaceLandmarks
+from aiproject.engines.face.liveness import LivenessTracker
+from aiproject.engines.face.quality import QualityLimits, near_duplicate
 from aiproject.engines.images import ImageLimits, RGBImage, decode_image
 from aiproject.store.assistant import AssistantStore
 from aiproject.store.db import Database
 from aiproject.store.faces import FaceGallery
 
-# Faces are judged at one size so that a large face is not judged sharper than a small one;
-# sharpness is scaled to a reference contrast so that a dim face is not judged blurred.
-_CROP_SIDE = 128
-_REFERENCE_STD = 50.0
-
 
 class FrameProblem(StrEnum):
-    """Why a frame does not count (the wire's ``reason`` while ``continue``)."""
+    """Why a frame does not count beyond its quality (the wire's ``reason``)."""
 
-    NO_FACE = "no-face"
-    SEVERAL_FACES = "several-faces"
-    TOO_SMALL = "too-small"
-    TOO_DARK = "too-dark"
-    BLURRED = "blurred"
     BELOW_THRESHOLD = "below-threshold"  # a face, but nobody enrolled is close enough
+    NOT_LIVE = "liveness"  # recognised, but no blink or head turn seen yet (when required)
     DUPLICATE = "duplicate"  # face_train: the same frame as an earlier sample
     DIFFERENT_PERSON = "different-person"  # face_train: not the face of the earlier samples
 
 
 @dataclass(frozen=True)
 class FrameCheck:
-    """A frame's usable face, or why there is none."""
+    """A frame's usable face, or why there is none (a quality reason)."""
 
     face: Face | None
-    problem: FrameProblem | None
-
-
-def face_quality(image: RGBImage, face: Face) -> tuple[float, float]:
-    """Return the face crop's brightness (mean HSV value) and contrast-scaled sharpness."""
-    height, width = image.shape[:2]
-    box = face.box
-    crop = image[
-        max(0, box.top) : min(height, box.bottom), max(0, box.left) : min(width, box.right)
-    ]
-    if crop.size == 0:
-        return 0.0, 0.0
-    small = cv2.resize(crop, (_CROP_SIDE, _CROP_SIDE), interpolation=cv2.INTER_AREA)
-    brightness = float(np.max(small, axis=2).mean())
-    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float64)
-    std = float(grey.std())
-    if std < 1e-6:
-        return brightness, 0.0
-    laplacian = cv2.Laplacian(grey, cv2.CV_64F)
-    return brightness, float(laplacian.var()) * (_REFERENCE_STD / std) ** 2
+    problem: str | None
+    landmarks: FaceLandmarks | None = None
 
 
 class FaceChecker:
-    """Finds the one usable face of a frame."""
+    """Finds the one usable face of a frame (the face engine's quality checks)."""
 
     def __init__(self, engine: FaceEngine, settings: AssistantSettings.Faces) -> None:
         self.engine = engine
         self.settings = settings
         self.limits = ImageLimits(
             max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+        )
+        self.quality = QualityLimits(
+            min_face_px=settings.min_face_px,
+            min_brightness=settings.min_brightness,
+            min_sharpness=settings.min_sharpness,
         )
 
     def decode(self, data: bytes) -> RGBImage:
@@ -85,26 +66,27 @@ class FaceChecker:
 
     async def check(self, image: RGBImage) -> FrameCheck:
         """Return the frame's face if it is the only one and good enough."""
-        faces = await self.engine.embed(image, max_faces=2)
-        if not faces:
-            return FrameCheck(None, FrameProblem.NO_FACE)
-        if len(faces) > 1:
-            return FrameCheck(None, FrameProblem.SEVERAL_FACES)
-        face = faces[0]
-        box = face.box
-        if min(box.right - box.left, box.bottom - box.top) < self.settings.min_face_px:
-            return FrameCheck(None, FrameProblem.TOO_SMALL)
-        brightness, sharpness = face_quality(image, face)
-        if brightness < self.settings.min_brightness:
-            return FrameCheck(None, FrameProblem.TOO_DARK)
-        if sharpness < self.settings.min_sharpness:
-            return FrameCheck(None, FrameProblem.BLURRED)
-        return FrameCheck(face, None)
+        inspection = await self.engine.inspect(image, self.quality)
+        reason = inspection.quality.reason
+        if reason is not None or inspection.face is None:
+            return FrameCheck(None, reason.value if reason else "no-face")
+        return FrameCheck(inspection.face, None, inspection.landmarks)
+
+
+# Backends whose embeddings are the same model share one gallery: mediapipe runs dlib's own
+# ResNet on a mesh-aligned chip (identical descriptors), so a switch keeps every enrolment.
+_EMBEDDING_MODEL = {"dlib": "dlib", "mediapipe": "dlib"}
+
+
+def embedding_model(engine: FaceEngine) -> str:
+    """Return the name under which the engine's embeddings are stored."""
+    return _EMBEDDING_MODEL.get(engine.name, engine.name)
 
 
 def gallery_for(db: Database, engine: FaceEngine) -> FaceGallery:
     """Return the gallery of the engine's embedding model."""
-    return FaceGallery(db, engine.name, engine.dim, cosine=engine.metric is Metric.COSINE)
+    model = embedding_model(engine)
+    return FaceGallery(db, model, engine.dim, cosine=engine.metric is Metric.COSINE)
 
 
 @dataclass(frozen=True)
@@ -112,28 +94,43 @@ class Recognition:
     """What one face_predict frame gave: the recognised user, or why not (yet)."""
 
     user_id: str | None
-    problem: FrameProblem | None
+    problem: str | None
     distance: float | None = None
 
 
 class FaceRecognizer:
     """Recognises enrolled citizens (face_predict)."""
 
-    def __init__(self, checker: FaceChecker, gallery: FaceGallery, match_distance: float) -> None:
+    def __init__(
+        self,
+        checker: FaceChecker,
+        gallery: FaceGallery,
+        match_distance: float,
+        *,
+        liveness: bool = False,
+    ) -> None:
         self.checker = checker
         self.gallery = gallery
         self.match_distance = match_distance
+        self.liveness = liveness
 
-    async def recognise(self, data: bytes) -> Recognition:
+    def tracker(self) -> LivenessTracker | None:
+        """Return a liveness tracker for one connection, when liveness is asked for."""
+        return LivenessTracker() if self.liveness else None
+
+    async def recognise(self, data: bytes, tracker: LivenessTracker | None = None) -> Recognition:
         """Check one frame and look its face up in the gallery."""
         image = self.checker.decode(data)
         checked = await self.checker.check(image)
+        live = tracker is None or tracker.feed(checked.landmarks).seen
         if checked.face is None:
             return Recognition(None, checked.problem)
         matches = await self.gallery.search(checked.face.embedding, k=1)
         if not matches or matches[0].distance > self.match_distance:
             distance = matches[0].distance if matches else None
             return Recognition(None, FrameProblem.BELOW_THRESHOLD, distance)
+        if not live:
+            return Recognition(None, FrameProblem.NOT_LIVE, matches[0].distance)
         return Recognition(matches[0].subject_id, None, matches[0].distance)
 
 
@@ -150,7 +147,7 @@ class EnrolmentStep:
     """The answer to one face_train frame."""
 
     state: EnrolmentState
-    problem: FrameProblem | None = None
+    problem: str | None = None
     samples: int = 0
     reason: str = ""
 
@@ -175,8 +172,9 @@ class Enrolment:
         face = checked.face
         engine = self.checker.engine
         if self.samples:
-            distances = [engine.distance(face.embedding, s.embedding) for s in self.samples]
-            if min(distances) < self.checker.settings.duplicate_distance:
+            earlier = [sample.embedding for sample in self.samples]
+            limit = self.checker.settings.duplicate_distance
+            if near_duplicate(face.embedding, earlier, engine.distance, limit):
                 return self._continue(FrameProblem.DUPLICATE)
             if engine.distance(face.embedding, self.samples[0].embedding) > self.match_distance:
                 return self._continue(FrameProblem.DIFFERENT_PERSON)
@@ -192,7 +190,7 @@ class Enrolment:
         await self._enrol()
         return EnrolmentStep(EnrolmentState.SUCCESS, samples=len(self.samples))
 
-    def _continue(self, problem: FrameProblem | None) -> EnrolmentStep:
+    def _continue(self, problem: str | None) -> EnrolmentStep:
         return EnrolmentStep(EnrolmentState.CONTINUE, problem, len(self.samples))
 
     async def _enrol(self) -> None:
@@ -206,7 +204,7 @@ class Enrolment:
                     raise FaceError("bad-embedding", "the face embedding is empty")
                 vector = vector / norm
             vectors.append(vector.astype(np.float32).tobytes())
-        await self.store.replace_faces(self.user_id, engine.name, engine.dim, vectors)
+        await self.store.replace_faces(self.user_id, embedding_model(engine), engine.dim, vectors)
 
 
 class FrameBudget:
