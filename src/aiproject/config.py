@@ -50,6 +50,10 @@ class SurfacesSettings(BaseModel):
     # Port 444 needs root or CAP_NET_BIND_SERVICE; when it is only the default and cannot be
     # bound, the assistant WebSocket moves here (see docs/deployment.md).
     assistant_ws_fallback_port: int = Field(default=4444, ge=1024, le=65535)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed, e.g. ["127.0.0.1"] behind a local nginx (deploy/nginx.conf). Empty: the TCP
+    # peer is the client, as without a proxy. Login throttling keys on this address.
+    trusted_proxies: list[str] = []
 
     def listen(self, surface: Surface) -> Listen:
         """Return the listen address of a surface."""

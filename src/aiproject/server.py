@@ -148,6 +148,10 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
             lifespan="on",
             ws_max_size=settings.limits.max_upload_bytes + 4096,
             timeout_graceful_shutdown=5,
+            # Behind a reverse proxy the client's address comes from X-Forwarded-For, but
+            # only from the proxies named here (anyone else could claim any address).
+            proxy_headers=bool(settings.surfaces.trusted_proxies),
+            forwarded_allow_ips=list(settings.surfaces.trusted_proxies) or None,
         )
         servers.append(_Server(config))
         log.info(
