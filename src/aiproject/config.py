@@ -188,6 +188,28 @@ class EmbeddingSettings(BaseModel):
     gate_backend: Literal["use", "e5"] = "use"
 
 
+class AvatarRenderSettings(BaseModel):
+    """The digital human's face (spec 05): a portrait animated by its own audio."""
+
+    backend: Literal["portrait"] = "portrait"
+    # A portrait photo (JPEG/PNG/WebP/BMP) with one clear, frontal face; empty means the
+    # stylised face the project draws itself.
+    photo: Path | None = None
+    # Frame size in pixels (even). The clock is fixed: 25 fps, 640 samples of 16 kHz per frame.
+    width: int = Field(default=512, ge=64, le=1920, multiple_of=2)
+    height: int = Field(default=512, ge=64, le=1920, multiple_of=2)
+    # How tall the face (hairline to chin) is in a photo's frame, as a share of the height.
+    face_fraction: float = Field(default=0.5, ge=0.2, le=0.9)
+    # Precomputed mouth openings (blended two at a time per frame).
+    mouth_states: int = Field(default=14, ge=12, le=16)
+    # Audiotype 2: a video (and optionally a separate audio file) to play instead of the
+    # generated performance; cut to max_performance_s (about 10 MB of memory per second at
+    # 512 x 512).
+    performance_video: Path | None = None
+    performance_audio: Path | None = None
+    max_performance_s: float = Field(default=20.0, gt=0, le=120)
+
+
 class EnginesSettings(BaseModel):
     """Engine choice and models per kind."""
 
@@ -200,6 +222,7 @@ class EnginesSettings(BaseModel):
     image: ImageSettings = ImageSettings()
     vision: VisionSettings = VisionSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
+    avatar: AvatarRenderSettings = AvatarRenderSettings()
     # Threads for blocking inference per engine; the embedded models are CPU-bound.
     threads_per_engine: int = Field(default=1, ge=1, le=64)
 
