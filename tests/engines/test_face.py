@@ -8,6 +8,7 @@ Distances measured on them with dlib-bin 20.0.1 (Euclidean; dlib's reference thr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ from aiproject.engines.errors import BadInput, FaceError
 from aiproject.engines.face import DlibFace
 from aiproject.engines.face.base import Face, FaceBox, FaceEngine, Metric
 from aiproject.engines.images import RGBImage, decode_image
-from aiproject.engines.registry import Engines, Kind
+from aiproject.engines.registry import Engines
 
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 OBAMA = ("obama.jpg", "obama2.jpg", "obama_partial_face.jpg")
@@ -53,20 +54,18 @@ def paste(
     canvas[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
 
 
-@pytest.fixture
-async def face(engines: Engines) -> FaceEngine:
-    """The session's face engine: the default settings build dlib."""
-    engine = await engines.face()
-    assert isinstance(engine, DlibFace)
-    return engine
+@pytest.fixture(scope="module")
+async def face() -> AsyncIterator[FaceEngine]:
+    """The dlib backend (the default is mediapipe: see test_face_mediapipe.py)."""
+    engine = DlibFace(FaceSettings(backend="dlib"))
+    yield engine
+    await engine.aclose()
 
 
-async def test_default_engine_is_dlib_with_128d_euclidean(
-    face: FaceEngine, engines: Engines
-) -> None:
+async def test_dlib_engine_is_128d_euclidean(face: FaceEngine) -> None:
     assert face.metric is Metric.EUCLIDEAN
     assert face.dim == 128
-    assert "dlib" in engines.loaded[Kind.FACE].description
+    assert "dlib HOG" in face.describe()
 
 
 async def test_one_face_found_in_the_right_place(face: FaceEngine) -> None:

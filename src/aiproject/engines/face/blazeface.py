@@ -32,10 +32,18 @@ Points = npt.NDArray[np.float32]  # N x 2 (x, y) in image pixels
 
 
 class DetectorRange(StrEnum):
-    """Which BlazeFace model: faces within ~2 m (selfie, kiosk) or within ~5 m."""
+    """Which BlazeFace model: faces within ~2 m (selfie, kiosk), within ~5 m, or both.
+
+    Measured in a 640 x 480 frame: the short-range model finds faces from about 80 px wide
+    up to ones filling the frame; the full-range model finds faces down to 40 px but misses
+    one that fills the frame. ``auto`` runs the short-range model and, only when it finds
+    nothing, the full-range one, so a face too far away is still found (and can be called
+    too small) while a close face costs the short-range model alone.
+    """
 
     SHORT = "short"
     FULL = "full"
+    AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -126,46 +134,67 @@ def weighted_nms(scores: Tensor, boxes: Tensor, keypoints: Tensor) -> list[tuple
     return merged
 
 
+class _Model:
+    """One BlazeFace model with its anchors and score threshold."""
+
+    def __init__(self, variant: _Variant, threads: int) -> None:
+        self.tflite = TFLiteModel(variant.model, threads=threads)
+        self.size = self.tflite.input_size[0]
+        self.min_score = variant.min_score
+        self.anchors = ssd_anchors(self.size, variant.strides, variant.anchors_per_stride)
+
+
 class BlazeFace:
-    """Detect faces with one BlazeFace model; safe to call from several threads (serialised)."""
+    """Detect faces with BlazeFace; safe to call from several threads (serialised per model)."""
 
-    def __init__(self, detector: DetectorRange = DetectorRange.FULL, *, threads: int = 1) -> None:
-        variant = _VARIANTS[DetectorRange(detector)]
+    def __init__(
+        self, detector: DetectorRange | str = DetectorRange.AUTO, *, threads: int = 1
+    ) -> None:
         self.range = DetectorRange(detector)
-        self._model = TFLiteModel(variant.model, threads=threads)
-        self._size = self._model.input_size[0]
-        self._min_score = variant.min_score
-        self._anchors = ssd_anchors(self._size, variant.strides, variant.anchors_per_stride)
+        ranges = (
+            [DetectorRange.SHORT, DetectorRange.FULL]
+            if self.range is DetectorRange.AUTO
+            else [self.range]
+        )
+        self._models = [_Model(_VARIANTS[r], threads) for r in ranges]
 
-    def _letterbox(self, image: RGBImage) -> tuple[Tensor, float, float, float]:
+    def detect(self, image: RGBImage) -> list[Detection]:
+        """Return the faces in an RGB ``image``, largest first."""
+        for model in self._models:
+            found = self._detect(model, image)
+            if found:
+                return found
+        return []
+
+    @staticmethod
+    def _letterbox(image: RGBImage, size: int) -> tuple[Tensor, float, float, float]:
         """Return the model input and the (scale, pad_x, pad_y) that map back to the image."""
         height, width = image.shape[:2]
-        scale = self._size / max(height, width)
+        scale = size / max(height, width)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-        pad_x, pad_y = (self._size - new_w) // 2, (self._size - new_h) // 2
-        canvas = np.zeros((self._size, self._size, 3), dtype=np.uint8)
+        pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+        canvas = np.zeros((size, size, 3), dtype=np.uint8)
         canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
         tensor = canvas.astype(np.float32)[None] / 127.5 - 1.0
         return tensor, new_w / width, float(pad_x), float(pad_y)
 
-    def detect(self, image: RGBImage) -> list[Detection]:
-        """Return the faces in an RGB ``image``, largest first."""
-        tensor, scale, pad_x, pad_y = self._letterbox(image)
-        raw_boxes, raw_scores = self._model.run(tensor)
+    def _detect(self, model: _Model, image: RGBImage) -> list[Detection]:
+        """Run one model and decode its faces, largest first."""
+        tensor, scale, pad_x, pad_y = self._letterbox(image, model.size)
+        raw_boxes, raw_scores = model.tflite.run(tensor)
         logits = np.clip(raw_scores[0, :, 0].astype(np.float64), -100.0, 100.0)
         scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-        keep = scores >= self._min_score
+        keep = scores >= model.min_score
         if not keep.any():
             return []
-        raw, anchors = raw_boxes[0, keep], self._anchors[keep]
-        # Offsets are in input pixels; anchors are normalised with unit size.
-        centre = raw[:, 0:2] + anchors * self._size
+        raw, anchors = raw_boxes[0, keep], model.anchors[keep] * model.size
+        # Offsets are in input pixels from the anchor centre; anchors have unit size.
+        centre = raw[:, 0:2] + anchors
         half = raw[:, 2:4] / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1)
-        points = raw[:, 4 : 4 + 2 * _KEYPOINTS].reshape(-1, _KEYPOINTS, 2)
-        points = points + (anchors * self._size)[:, None, :]
+        points = raw[:, 4 : 4 + 2 * _KEYPOINTS].reshape(-1, _KEYPOINTS, 2) + anchors[:, None, :]
         found = [
             self._to_image(score, values, scale, pad_x, pad_y, image.shape[:2])
             for score, values in weighted_nms(scores[keep], boxes, points)

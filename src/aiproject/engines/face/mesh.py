@@ -61,19 +61,20 @@ class FaceMesh:
     """Find faces and their 468 mesh points in still RGB images (thread-safe, serialised).
 
     Args:
-        detector: the BlazeFace model (``short`` for faces within ~2 m, ``full`` for ~5 m).
+        detector: the BlazeFace model: ``short`` (faces within ~2 m), ``full`` (~5 m) or
+            ``auto`` (short, then full when short finds nothing); see :class:`DetectorRange`.
         threads: TensorFlow Lite threads per model.
         blazeface: an already loaded detector to share instead of loading another.
     """
 
     def __init__(
         self,
-        detector: DetectorRange | str = DetectorRange.SHORT,
+        detector: DetectorRange | str = DetectorRange.AUTO,
         *,
         threads: int = 1,
         blazeface: BlazeFace | None = None,
     ) -> None:
-        self.detector = blazeface or BlazeFace(DetectorRange(detector), threads=threads)
+        self.detector = blazeface or BlazeFace(detector, threads=threads)
         self._model = TFLiteModel(FACE_LANDMARKS, threads=threads)
         self._size = self._model.input_size[0]
 
