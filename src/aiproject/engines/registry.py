@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 from aiproject.config import Settings
 from aiproject.engines.asr.base import ASR
+from aiproject.engines.avatar.base import AvatarRenderer
 from aiproject.engines.embedding.base import TextEmbedder
 from aiproject.engines.face.base import FaceEngine
 from aiproject.engines.image.base import ImageClassifier
@@ -41,6 +42,7 @@ class Kind(StrEnum):
     VISION = "vision"
     EMBEDDING = "embedding"
     EMBEDDING_GATE = "embedding_gate"
+    AVATAR = "avatar"
 
 
 # Each kind's package exposes ``build(settings, models) -> engine`` (blocking: it may load
@@ -130,6 +132,10 @@ class Engines:
     async def embedding_gate(self) -> TextEmbedder:
         """Return the embedder that tells service requests from small talk."""
         return cast(TextEmbedder, await self.get(Kind.EMBEDDING_GATE))
+
+    async def avatar(self) -> AvatarRenderer:
+        """Return the digital human's renderer (spec 05)."""
+        return cast(AvatarRenderer, await self.get(Kind.AVATAR))
 
     async def aclose(self) -> None:
         """Release every engine that was built."""
