@@ -115,10 +115,10 @@ def side_by_side(left: str, right: str) -> bytes:
     return jpeg(canvas)
 
 
-def small_face(name: str, scale: float = 0.5) -> bytes:
+def small_face(name: str, scale: float = 0.3) -> bytes:
     """Return a fixture photo shrunk onto a canvas: a face found but too small to trust.
 
-    obama.jpg at half size has a 73-pixel face box (the default minimum is 80).
+    obama.jpg at 0.3 has a 51-pixel face (mediapipe's box; the default minimum is 80).
     """
     image = photo(name)
     small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
