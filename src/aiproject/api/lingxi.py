@@ -10,21 +10,21 @@ could not be read), or as an event followed by ``message_end`` once it has start
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 
-from aiproject.api.bodies import BodyError, read_capped
 from aiproject.api.lingxi_schema import OPENAPI_EXTRA
-from aiproject.api.sse import KEEPALIVE, SSE_HEADERS, encode_json_event
+from aiproject.api.wire.auth import bearer_token
+from aiproject.api.wire.bodies import BodyError, JSONError, decode_json, read_capped
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, validation_message
+from aiproject.api.wire.sse import KEEPALIVE, encode_json_event
+from aiproject.api.wire.streams import EventStream, aclose_if_present
 from aiproject.config import Settings
 from aiproject.context import AppContext
 from aiproject.domain.lingxi.messages import (
@@ -63,26 +63,37 @@ class Rejected(AiProjectError):
         self.session_id = session_id
 
 
-def describe_error(err: BaseException) -> tuple[int, str, str]:
-    """Return the HTTP status, code and message of any error: the one place errors map."""
-    if isinstance(err, Rejected):
-        return err.status, err.code, err.message
-    if isinstance(err, StoreError):
-        return 503, err.code, "the device store is unavailable; try again"
-    if isinstance(err, EngineUnavailable):
-        return 503, err.code, err.message
-    if isinstance(err, AiProjectError):
-        return 502, err.code, err.message
-    return 500, "internal-error", "the service failed; its log has the details"
+def _own_status(err: Rejected) -> Failure:
+    return Failure(err.status, err.code, err.message)
 
 
-def error_event(session_id: str | None, err: BaseException) -> dict[str, Any]:
+def _unreadable_body(err: BodyError) -> Failure:
+    return Failure(413 if err.code == "body-too-large" else 408, err.code, err.message)
+
+
+# The one place errors map to a status, a code and a message.
+ERRORS = ErrorMapper(
+    surface="lingxi",
+    unexpected=Failure(500, "internal-error", "the service failed; its log has the details"),
+    rules=(
+        (Rejected, _own_status),
+        (JSONError, Outcome(400)),
+        (BodyError, _unreadable_body),
+    ),
+    fallbacks=(
+        (StoreError, Outcome(503, message="the device store is unavailable; try again")),
+        (EngineUnavailable, Outcome(503)),
+        (AiProjectError, Outcome(502)),
+    ),
+)
+
+
+def error_event(session_id: str | None, failure: Failure) -> dict[str, Any]:
     """Return the error object sent as a 4xx/5xx body or as an event of the stream."""
-    _, code, message = describe_error(err)
     return {
         "event": "error",
         "session_id": session_id,
-        "details": {"code": code, "message": message},
+        "details": {"code": failure.code, "message": failure.message},
     }
 
 
@@ -163,30 +174,18 @@ _DETAILS: dict[RequestType, type[_Details]] = {
 
 
 def _invalid(err: ValidationError, prefix: str, session_id: str | None) -> Rejected:
-    problems = [
-        f"{'.'.join([prefix, *(str(p) for p in e['loc'])]).strip('.')}: {e['msg']}"
-        for e in err.errors()[:3]
-    ]
-    return Rejected(422, "invalid-request", "; ".join(problems), session_id)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    message = validation_message(err.errors(), prefix=prefix, limit=3)
+    return Rejected(422, "invalid-request", message, session_id)
 
 
 def parse_request(body: bytes, settings: Settings) -> LingxiRequest:
     """Return the request a body asks for.
 
     Raises:
-        Rejected: ``malformed-json`` (400), ``invalid-request``, ``unknown-type`` or
-            ``message-too-long`` (422).
+        JSONError: ``malformed-json`` (400).
+        Rejected: ``invalid-request``, ``unknown-type`` or ``message-too-long`` (422).
     """
-    try:
-        value = json.loads(body, parse_constant=_refuse_constant)
-        # Lone surrogates (a JSON "\ud800") decode but could never be sent back or stored.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (UnicodeError, ValueError, RecursionError):
-        raise Rejected(400, "malformed-json", "the body is not JSON") from None
+    value = decode_json(body)
     if not isinstance(value, dict):
         raise Rejected(422, "invalid-request", "the body must be a JSON object")
     raw_details = value.get("details")
@@ -235,95 +234,31 @@ def _request(device_id: str, details: _Details, settings: Settings, sid: str) ->
     return GetRequest(*common, tuple(DeviceEvent(e.event, e.params) for e in details.events))
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 # --- the stream -------------------------------------------------------------------------------
 
 
-class LingxiEventStream(Response):
-    """The SSE answer: replies as events, ``: ping`` while silent, ``message_end`` last.
-
-    A client that goes away cancels the replies' producer (and so the generation).
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, session_id: str, replies: AsyncIterator[Reply], keepalive_s: float) -> None:
-        self.status_code = 200
-        self.background = None
-        self.session_id = session_id
-        self.replies = replies
-        self.keepalive_s = keepalive_s
-        self.init_headers(SSE_HEADERS)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the stream until it ends or the client disconnects."""
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=32)
-        producer = asyncio.create_task(self._produce(frames))
-        gone = asyncio.create_task(_disconnected(receive))
-        next_frame: asyncio.Task[bytes | None] | None = None
-        try:
-            while True:
-                next_frame = next_frame or asyncio.create_task(frames.get())
-                done, _ = await asyncio.wait(
-                    {next_frame, gone}, timeout=self.keepalive_s, return_when="FIRST_COMPLETED"
-                )
-                if gone in done:
-                    log.info("lingxi: client went away session=%s", self.session_id)
-                    return
-                if next_frame not in done:
-                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
-                    continue
-                frame, next_frame = next_frame.result(), None
-                if frame is None:
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            log.info("lingxi: client connection lost session=%s", self.session_id)
-        finally:
-            pending = [t for t in (producer, gone, next_frame) if t is not None]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _produce(self, frames: asyncio.Queue[bytes | None]) -> None:
-        sid = self.session_id
-        try:
-            await self._relay(frames)
-        except AiProjectError as err:
-            log.warning("lingxi: request failed session=%s: %s", sid, err)
-            await frames.put(encode_json_event(error_event(sid, err)))
-        except Exception as err:  # a bug must still end the stream properly
-            log.exception("lingxi: request failed session=%s", sid)
-            await frames.put(encode_json_event(error_event(sid, err)))
-        await frames.put(encode_json_event(end_event(sid)))
-        await frames.put(None)
-
-    async def _relay(self, frames: asyncio.Queue[bytes | None]) -> None:
-        try:
-            async for reply in self.replies:
-                await frames.put(encode_json_event(reply_event(self.session_id, reply)))
-        finally:
-            close = getattr(self.replies, "aclose", None)
-            if close is not None:
-                await close()
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def event_stream(
+    session_id: str, replies: AsyncIterator[Reply]
+) -> AsyncGenerator[bytes, None]:
+    """Yield the encoded replies, an error event if the work fails, and ``message_end``."""
+    try:
+        async for reply in replies:
+            yield encode_json_event(reply_event(session_id, reply))
+    except Exception as err:  # a bug must still end the stream properly
+        if isinstance(err, AiProjectError):
+            log.warning("lingxi: request failed session=%s: %s", session_id, err)
+        failure = ERRORS.failure(err)  # logs the unexpected ones with their traceback
+        yield encode_json_event(error_event(session_id, failure))
+    finally:
+        await aclose_if_present(replies)
+    yield encode_json_event(end_event(session_id))
 
 
 def _rejection(err: BaseException, session_id: str | None) -> JSONResponse:
-    status, code, _ = describe_error(err)
-    log.info("lingxi: rejected status=%d code=%s", status, code)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_event(session_id, err), status_code=status, headers=headers)
+    failure = ERRORS.failure(err)
+    log.info("lingxi: rejected status=%d code=%s", failure.status, failure.code)
+    headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
+    return JSONResponse(error_event(session_id, failure), failure.status, headers)
 
 
 def create_router(ctx: AppContext) -> APIRouter:
@@ -336,14 +271,14 @@ def create_router(ctx: AppContext) -> APIRouter:
     @router.post(
         PATH,
         response_model=None,
-        response_class=LingxiEventStream,  # documents 200 as text/event-stream only
+        response_class=EventStream,  # documents 200 as text/event-stream only
         status_code=200,
         summary="Lingxi business service (spec 03)",
         openapi_extra=OPENAPI_EXTRA,
     )
     async def chat_stream(request: Request) -> Response:
         """Answer one Lingxi request (chat, report, reset or get) as a stream of events."""
-        token = _bearer(request)
+        token = bearer_token(request.headers)
         if token is None or not tokens.accepts(token):
             reason = "no bearer token" if token is None else "the bearer token is not valid"
             return _rejection(Rejected(401, "unauthorized", reason), None)
@@ -357,10 +292,15 @@ def create_router(ctx: AppContext) -> APIRouter:
         except BodyError as err:
             if err.code == "client-gone":
                 return Response(status_code=400)
-            status = 413 if err.code == "body-too-large" else 408
-            return _rejection(Rejected(status, err.code, err.message), None)
-        return LingxiEventStream(
-            parsed.session_id, service.handle(parsed), settings.lingxi.keepalive_s
+            return _rejection(err, None)
+        except JSONError as err:
+            return _rejection(err, None)
+        sid = parsed.session_id
+        return EventStream(
+            event_stream(sid, service.handle(parsed)),
+            keepalive=KEEPALIVE,
+            keepalive_s=settings.lingxi.keepalive_s,
+            label=f"lingxi session={sid}",
         )
 
     return router

@@ -7,7 +7,7 @@ Routes (all under ``/api/v1.0/ai-b``, ``token`` in the query or ``Authorization:
 - ``POST /session`` -> {session_id}; ``GET /session/{id}`` -> its analyses.
 - ``POST /pet_profile`` -> the profile with its ``pet_profile_id``; ``GET /pet_profile/{id}``.
 
-Every error becomes the wire shape in :func:`error_payload` (and the encoders below): an
+Every error is worded by :data:`ERRORS` and takes the wire shape of the encoders below: an
 ``event: error`` (SSE), a ``[error:code] ...$`` line (legacy) or {code, message} (JSON).
 """
 
@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
-from aiproject.api.bodies import BodyError, read_capped
 from aiproject.api.pets_schema import (
     MAX_ID,
     REFUSALS,
@@ -35,7 +31,11 @@ from aiproject.api.pets_schema import (
     SummaryBody,
     json_body,
 )
-from aiproject.api.sse import SSE_HEADERS, encode_event
+from aiproject.api.wire.auth import presented_token
+from aiproject.api.wire.bodies import read_json
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, validation_message
+from aiproject.api.wire.sse import SSE_HEADERS, encode_event
+from aiproject.api.wire.streams import EventStream
 from aiproject.context import AppContext
 from aiproject.domain.pets.events import AnalysisEvent, EventKind
 from aiproject.domain.pets.service import AnalysisRequest, Job, PetService
@@ -87,21 +87,34 @@ _WORDS = {
 }
 
 
-class WireError(AiProjectError):
+class Refused(AiProjectError):
     """A request refused before its stream starts."""
 
 
-def error_payload(err: Exception) -> tuple[int, str, str]:
-    """Return (HTTP status, code, message) for any failure; the one place errors are worded."""
-    if not isinstance(err, AiProjectError):
-        log.error("pets: unexpected failure", exc_info=err)
-        return 500, "internal-error", "内部错误, 请稍后重试"
-    words = _WORDS.get(err.code)
-    if words is None:
-        # Engine failures carry details of servers behind us: logged, not shown.
-        log.warning("pets: analysis failed code=%s: %s", err.code, err.message)
-        return _STATUS.get(err.code, 502), err.code, "分析服务暂时不可用, 请稍后重试"
-    return _STATUS.get(err.code, 502), err.code, f"{words} ({err.message})"
+def _worded(words: str) -> Callable[[AiProjectError], str]:
+    """Return a wording: what a user reads first, then the detail in brackets."""
+    return lambda err: f"{words} ({err.message})"
+
+
+def _unworded(err: AiProjectError) -> Failure:
+    # Engine failures carry details of servers behind us: logged, not shown.
+    log.warning("pets: analysis failed code=%s: %s", err.code, err.message)
+    return Failure(_STATUS.get(err.code, 502), err.code, "分析服务暂时不可用, 请稍后重试")
+
+
+_BAD_BODY = Outcome(400, "bad-body", _worded(_WORDS["bad-body"]))
+# The one place errors are worded.
+ERRORS = ErrorMapper(
+    surface="pets",
+    unexpected=Failure(500, "internal-error", "内部错误, 请稍后重试"),
+    codes={
+        **{code: Outcome(_STATUS.get(code, 502), None, _worded(w)) for code, w in _WORDS.items()},
+        # A body that is not JSON, or whose client went away, is a bad body.
+        "malformed-json": _BAD_BODY,
+        "client-gone": _BAD_BODY,
+    },
+    fallbacks=((AiProjectError, _unworded),),
+)
 
 
 class SSEWire:
@@ -178,47 +191,12 @@ class LegacyWire:
 Wire = SSEWire | LegacyWire
 
 
-class EventStreamResponse(StreamingResponse):
-    """A stream that stops its producer as soon as the client goes away.
-
-    Starlette only notices a disconnect on the next write under ASGI 2.4; an analysis can be
-    silent for seconds (a download, a model thinking), so the disconnect is watched for
-    all the time, and the producer is closed in every case.
-    """
-
-    def __init__(self, content: AsyncGenerator[bytes, None], status_code: int = 200) -> None:
-        super().__init__(content, status_code, SSE_HEADERS, "text/event-stream")
-        self._content = content
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the stream while watching for the client's disconnect."""
-        async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                group.cancel_scope.cancel()
-
-            async def stream() -> None:
-                try:
-                    await self.stream_response(send)
-                except OSError:  # the server could not write: the client is gone
-                    pass
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await self._content.aclose()
-                group.cancel_scope.cancel()
-
-            group.start_soon(watch)
-            group.start_soon(stream)
-
-
 def one_shot(wire: Wire, err: Exception) -> Response:
     """Return a refused request: its error event or line, with the error's HTTP status."""
-    status, code, message = error_payload(err)
+    failure = ERRORS.failure(err)
     # A refused request never starts a stream: SSE gets the error event alone.
-    body = wire.error(code, message) + (b"" if wire.sse else wire.end())
-    return Response(body, status, SSE_HEADERS, "text/event-stream")
+    body = wire.error(failure.code, failure.message) + (b"" if wire.sse else wire.end())
+    return Response(body, failure.status, SSE_HEADERS, "text/event-stream")
 
 
 async def analysis_stream(wire: Wire, service: PetService, job: Job) -> AsyncGenerator[bytes, None]:
@@ -231,8 +209,8 @@ async def analysis_stream(wire: Wire, service: PetService, job: Job) -> AsyncGen
                 if chunk:
                     yield chunk
     except Exception as err:  # every failure becomes the spec's error event
-        _, code, message = error_payload(err)
-        yield wire.error(code, message)
+        failure = ERRORS.failure(err)
+        yield wire.error(failure.code, failure.message)
     yield wire.end()
 
 
@@ -243,39 +221,7 @@ def parse_flag(value: str | None, name: str) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise WireError("bad-query", f"{name} must be true or false, not {text[:20]!r}")
-
-
-def request_token(request: Request) -> str:
-    """Return the token from the query, or from an ``Authorization: Bearer`` header."""
-    token = request.query_params.get("token", "")
-    if not token:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        token = value.strip() if scheme.lower() == "bearer" else ""
-    return token
-
-
-async def read_json(request: Request, limit: int, timeout_s: float) -> Any:
-    """Read at most ``limit`` bytes of JSON body or raise ``bad-body``/``body-too-large``."""
-    try:
-        raw = await read_capped(request, limit, timeout_s)
-    except BodyError as err:
-        code = "bad-body" if err.code == "client-gone" else err.code
-        raise WireError(code, err.message) from err
-    try:
-        value = json.loads(raw)
-        # Lone surrogates ("\ud800") decode but could never be stored or sent back.
-        json.dumps(value, ensure_ascii=False).encode()
-    except (UnicodeError, ValueError, RecursionError) as err:
-        # ValueError also covers integers of over 4300 digits; RecursionError deep nesting.
-        raise WireError("bad-body", "the body is not JSON") from err
-    return value
-
-
-def validation_message(err: ValidationError) -> str:
-    """Name the fields a validation error is about."""
-    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()]
-    return "; ".join(problems[:5])
+    raise Refused("bad-query", f"{name} must be true or false, not {text[:20]!r}")
 
 
 def profile_json(profile: PetProfile) -> dict[str, Any]:
@@ -307,8 +253,8 @@ def analysis_json(analysis: PetAnalysis) -> dict[str, Any]:
 
 def json_error(err: Exception) -> JSONResponse:
     """Return {code, message} with the error's status."""
-    status, code, message = error_payload(err)
-    return JSONResponse({"code": code, "message": message}, status)
+    failure = ERRORS.failure(err)
+    return JSONResponse({"code": failure.code, "message": failure.message}, failure.status)
 
 
 def create_router(ctx: AppContext) -> APIRouter:
@@ -322,9 +268,9 @@ def create_router(ctx: AppContext) -> APIRouter:
     body_timeout_s = ctx.settings.limits.body_timeout_s
 
     async def owner_of(request: Request) -> str:
-        principal = await accounts.verify_token(request_token(request))
+        principal = await accounts.verify_token(presented_token(request, "token") or "")
         if principal is None:
-            raise WireError("unauthorized", "a valid token is required")
+            raise Refused("unauthorized", "a valid token is required")
         return principal.user_id
 
     @router.post(
@@ -346,7 +292,7 @@ def create_router(ctx: AppContext) -> APIRouter:
                     await read_json(request, body_limit, body_timeout_s)
                 )
             except ValidationError as err:
-                raise WireError("bad-body", validation_message(err)) from err
+                raise Refused("bad-body", validation_message(err.errors())) from err
             job = await service.prepare(
                 AnalysisRequest(
                     owner=owner,
@@ -359,7 +305,7 @@ def create_router(ctx: AppContext) -> APIRouter:
             )
         except Exception as err:
             return one_shot(wire, err)
-        return EventStreamResponse(analysis_stream(wire, service, job))
+        return EventStream(analysis_stream(wire, service, job), label="pets")
 
     @router.post("/session")
     async def open_session(request: Request) -> JSONResponse:
@@ -390,7 +336,7 @@ def create_router(ctx: AppContext) -> APIRouter:
                     await read_json(request, 64 * 1024, body_timeout_s)
                 )
             except ValidationError as err:
-                raise WireError("bad-body", validation_message(err)) from err
+                raise Refused("bad-body", validation_message(err.errors())) from err
             fields = DomainProfile(
                 name=body.name.strip(),
                 species=body.species,
@@ -409,7 +355,7 @@ def create_router(ctx: AppContext) -> APIRouter:
         try:
             owner = await owner_of(request)
             if not profile_id.isdigit() or int(profile_id) > MAX_ID:
-                raise WireError("profile-not-found", f"no pet profile {profile_id[:20]!r}")
+                raise Refused("profile-not-found", f"no pet profile {profile_id[:20]!r}")
             return JSONResponse(profile_json(await service.profile(owner, int(profile_id))))
         except Exception as err:
             return json_error(err)

@@ -12,10 +12,9 @@ import logging
 import secrets
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
-import anyio
 from fastapi import APIRouter, Header, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -23,11 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.responses import JSONResponse, Response
+from starlette.types import Message, Receive
 
-from aiproject.api.bodies import read_capped
-from aiproject.api.sse import SSE_HEADERS
+from aiproject.api.wire.bodies import read_capped, require_unicode
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, validation_message
+from aiproject.api.wire.streams import EVENT_STREAM, NDJSON, EventStream
 from aiproject.context import AppContext
 from aiproject.domain.rest.accounts import AccountError, Accounts
 from aiproject.domain.rest.metered_models import Answer, Delta, MeteredModels, PictureMode
@@ -48,6 +48,11 @@ _CODES: dict[str, tuple[str, int]] = {
     "email-taken": ("EMAIL_REPEAT", 200),
     "login-failed": ("LOGIN_ERROR", 200),
     "login-throttled": ("LOGIN_THROTTLED", 429),
+    "account-disabled": ("USER_DISABLED", 200),
+    "registration-closed": ("REGISTER_CLOSED", 403),
+    "invite-required": ("INVITE_REQUIRED", 403),
+    "invite-invalid": ("INVITE_INVALID", 403),
+    "registration-throttled": ("REGISTER_THROTTLED", 429),
     "unknown-user": ("USER_NOT_FOUND", 200),
     "token-quota-exhausted": ("TOKEN_NOT_ENOUGH", 200),
     "picture-quota-exhausted": ("PIC_TIMES_NOT_ENOUGH", 200),
@@ -68,54 +73,62 @@ _CODES: dict[str, tuple[str, int]] = {
 _AUDIO_EXTENSIONS = (".pcm", ".wav")
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _MULTIPART_OVERHEAD = 64 * 1024
-_NDJSON, _SSE = "application/x-ndjson", "text/event-stream"
+_NDJSON, _SSE = NDJSON, EVENT_STREAM
 
 
-@dataclass(frozen=True)
-class _Wire:
-    code: str
-    status: int
-    msg: str
-    headers: dict[str, str] | None = None
+def _refused_parse(err: HTTPException) -> Failure:
+    return Failure(min(err.status_code, 499), BAD_REQUEST, str(err.detail))
 
 
-def failure(err: BaseException, bad_input: str = BAD_REQUEST) -> _Wire:
-    """Map any error to its wire code, HTTP status and message; ``bad_input`` per endpoint."""
-    if isinstance(err, RequestValidationError):
-        return _Wire(BAD_REQUEST, 400, _validation_message(err))
-    if isinstance(err, HTTPException):  # raised by request parsing, e.g. a bad multipart
-        return _Wire(BAD_REQUEST, min(err.status_code, 499), str(err.detail))
-    if isinstance(err, ClientDisconnect):
-        return _Wire(BAD_REQUEST, 400, "the client went away during the upload")
-    if isinstance(err, AiProjectError):
-        if err.code in _CODES:
-            code, status = _CODES[err.code]
-            headers = None
-            if isinstance(err, AccountError) and err.retry_after_s is not None:
-                headers = {"Retry-After": str(err.retry_after_s)}
-            return _Wire(code, status, err.message, headers)
-        if isinstance(err, BadInput):  # media that does not decode is a recognition failure
-            return _Wire(bad_input, 400 if bad_input == BAD_REQUEST else 200, err.message)
-        if isinstance(err, EngineUnavailable | RemoteError):
-            return _Wire("SERVICE_UNAVAILABLE", 503, err.message)
-        if isinstance(err, EngineError):
-            return _Wire("MODEL_ERROR", 500, err.message)
-    log.error("unexpected error on the REST API", exc_info=err)
-    return _Wire("APP_INTERNAL_ERROR", 500, "internal error")
+def _invalid_body(err: RequestValidationError) -> Failure:
+    return Failure(400, BAD_REQUEST, _validation_message(err))
+
+
+_ERRORS = ErrorMapper(
+    surface="rest",
+    unexpected=Failure(500, "APP_INTERNAL_ERROR", "internal error"),
+    rules=(
+        (RequestValidationError, _invalid_body),
+        (HTTPException, _refused_parse),  # raised by request parsing, e.g. a bad multipart
+        (ClientDisconnect, Outcome(400, BAD_REQUEST, "the client went away during the upload")),
+    ),
+    codes={code: Outcome(status, wire) for code, (wire, status) in _CODES.items()},
+    fallbacks=(
+        ((EngineUnavailable, RemoteError), Outcome(503, "SERVICE_UNAVAILABLE")),
+        (EngineError, Outcome(500, "MODEL_ERROR")),
+    ),
+)
+
+
+def _errors_for(bad_input: str) -> ErrorMapper:
+    """Return the mapper of an endpoint whose undecodable media answer ``bad_input``."""
+    if bad_input == BAD_REQUEST:
+        return _ERRORS.with_rules((BadInput, Outcome(400, BAD_REQUEST)))
+    # Media that does not decode is a recognition failure, a business outcome: 200.
+    return _ERRORS.with_rules((BadInput, Outcome(200, bad_input)))
+
+
+_DEFAULT_ERRORS = _errors_for(BAD_REQUEST)
+
+
+def failure(err: BaseException, errors: ErrorMapper = _DEFAULT_ERRORS) -> Failure:
+    """Map any error to its wire code, HTTP status and message (and Retry-After)."""
+    found = errors.failure(err)
+    if isinstance(err, AccountError) and err.retry_after_s is not None:
+        return replace(found, headers={"Retry-After": str(err.retry_after_s)})
+    return found
 
 
 def _validation_message(err: RequestValidationError) -> str:
-    parts = []
     for item in err.errors()[:5]:
         if item.get("type") == "json_invalid":
             return f"the body is not valid JSON: {item.get('ctx', {}).get('error', 'bad syntax')}"
-        where = ".".join(str(p) for p in item.get("loc", ())[1:]) or "body"
-        parts.append(f"{where}: {item.get('msg', 'invalid')}")
-    return "; ".join(parts) or "malformed request"
+    return validation_message(err.errors(), skip=1) or "malformed request"
 
 
-def _error_response(wire: _Wire) -> JSONResponse:
-    return JSONResponse({"code": wire.code, "msg": wire.msg}, wire.status, wire.headers)
+def _error_response(found: Failure) -> JSONResponse:
+    headers = dict(found.headers) if found.headers else None
+    return JSONResponse({"code": found.code, "msg": found.message}, found.status, headers)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -147,13 +160,14 @@ def _route_class(
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
             endpoint = endpoints.get(self.path, default)
+            errors = _errors_for(endpoint.bad_input)
 
             async def guarded(request: Request) -> Response:
                 try:
                     body = await read_capped(request, endpoint.limit, body_timeout_s)
                     return await handler(Request(request.scope, _replay(body, request.receive)))
                 except Exception as err:
-                    return _error_response(failure(err, endpoint.bad_input))
+                    return _error_response(failure(err, errors))
 
             return guarded
 
@@ -167,12 +181,7 @@ class _Body(BaseModel):
     @classmethod
     def _encodable(cls, value: object) -> object:
         # JSON may spell a lone surrogate ("\ud800"); no engine, hash or database takes one.
-        if isinstance(value, str):
-            try:
-                value.encode()
-            except UnicodeEncodeError:
-                raise ValueError("must be valid Unicode (no lone surrogates)") from None
-        return value
+        return require_unicode(value) if isinstance(value, str) else value
 
 
 class RegisterBody(_Body):
@@ -181,6 +190,8 @@ class RegisterBody(_Body):
     username: str
     password: str
     email: str
+    # Needed when rest.registration is "invite" (an extra field; the spec has none).
+    invite: str | None = None
 
 
 class LoginBody(_Body):
@@ -250,23 +261,8 @@ async def _spark_frames(
             seq += 1
             event = await anext(events)
     except Exception as err:  # after the first frame, errors end the stream as Spark does
-        wire = failure(err)
-        yield {"header": {"code": wire.code, "message": wire.msg, "sid": sid, "status": 2}}
-
-
-class _FrameStream(StreamingResponse):
-    """A streamed answer whose generator is always closed, so generation stops and is billed."""
-
-    def __init__(self, frames: AsyncGenerator[bytes, None], sse: bool) -> None:
-        super().__init__(frames, media_type=_SSE if sse else _NDJSON, headers=SSE_HEADERS)
-        self._frames = frames
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._frames.aclose()
+        found = failure(err)
+        yield {"header": {"code": found.code, "message": found.message, "sid": sid, "status": 2}}
 
 
 def _encode(frame: dict[str, Any], sse: bool) -> bytes:
@@ -349,9 +345,12 @@ def create_router(ctx: AppContext) -> APIRouter:
     models = MeteredModels(ctx.engines, accounts, ctx.settings)
 
     @router.post("/auth/register")
-    async def register(body: RegisterBody) -> JSONResponse:
+    async def register(body: RegisterBody, request: Request) -> JSONResponse:
         """Create an account: {code, msg}."""
-        await accounts.register(body.username, body.password, body.email)
+        address = request.client.host if request.client else "unknown"
+        await accounts.register(
+            body.username, body.password, body.email, address=address, invite=body.invite
+        )
         return JSONResponse({"code": 0, "msg": "registered"})
 
     @router.post("/auth/login")
@@ -391,7 +390,7 @@ def create_router(ctx: AppContext) -> APIRouter:
                 async for frame in out:
                     yield _encode(frame, sse)
 
-        return _FrameStream(frames(), sse)
+        return EventStream(frames(), media_type=_SSE if sse else _NDJSON, label=f"rest sid={sid}")
 
     @router.post("/voiceModel/chat", openapi_extra=_BINARY_BODY)
     async def voice(request: Request) -> JSONResponse:
@@ -412,7 +411,7 @@ def create_router(ctx: AppContext) -> APIRouter:
         return JSONResponse({"code": 0, "content": text})
 
     async def wrong_method() -> JSONResponse:
-        return _error_response(_Wire(BAD_REQUEST, 405, "use POST"))
+        return _error_response(Failure(405, BAD_REQUEST, "use POST"))
 
     posts = ("/auth/register", "/auth/login", "/textModel/chat", "/textModel/stream")
     for path in (*posts, *endpoints):

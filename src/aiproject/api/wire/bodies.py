@@ -1,16 +1,26 @@
-"""Reading request bodies within a size limit and a time limit, for every surface."""
+"""Request bodies: read within a size and a time limit, and decode JSON safely."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
 from aiproject.errors import AiProjectError
 
 
-class BodyError(AiProjectError):
+class RequestError(AiProjectError):
+    """A request body that cannot be used; each spec maps the code to its own answer."""
+
+
+class BodyError(RequestError):
     """The body could not be read: ``body-too-large``, ``body-timeout`` or ``client-gone``."""
+
+
+class JSONError(RequestError):
+    """The body is not JSON this service can keep and send back: ``malformed-json``."""
 
 
 async def read_capped(request: Request, limit: int, timeout_s: float) -> bytes:
@@ -34,3 +44,44 @@ async def read_capped(request: Request, limit: int, timeout_s: float) -> bytes:
     except ClientDisconnect as err:
         raise BodyError("client-gone", "the client went away during the upload") from err
     return bytes(body)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_json(body: bytes | str) -> Any:
+    """Return the JSON value of ``body``, or raise :class:`JSONError` (``malformed-json``).
+
+    Refused besides bad syntax: ``NaN``/``Infinity`` (not JSON), integers of over 4,300 digits,
+    nesting deep enough to exhaust the stack, and lone surrogates (a JSON ``"\\ud800"``), which
+    decode but could never be stored, hashed or sent back.
+    """
+    try:
+        value = json.loads(body, parse_constant=_refuse_constant)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError) as err:
+        raise JSONError("malformed-json", "the body is not JSON") from err
+    return value
+
+
+async def read_json(request: Request, limit: int, timeout_s: float) -> Any:
+    """Read at most ``limit`` bytes within ``timeout_s`` and decode them as JSON.
+
+    Raises:
+        BodyError: the body is too large, too slow, or the client went away.
+        JSONError: the body is not usable JSON (see :func:`decode_json`).
+    """
+    return decode_json(await read_capped(request, limit, timeout_s))
+
+
+def require_unicode(value: str) -> str:
+    """Return ``value``, or raise ValueError if it holds a lone surrogate.
+
+    For strings a framework decoded itself (a pydantic validator on a FastAPI body).
+    """
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
