@@ -7,6 +7,8 @@ mesh. The portrait renderer crops and scales it like any photo.
 
 from __future__ import annotations
 
+from functools import cache
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -220,8 +222,9 @@ def _point(x: float, y: float) -> Points:
     return np.array([[x, y]], np.float64)
 
 
+@cache
 def default_face() -> tuple[RGBImage, FaceGeometry]:
-    """Draw the default avatar; return the 512 x 512 RGB picture and its moving parts."""
+    """Draw the default avatar; return the 512 x 512 RGB picture (read-only) and its parts."""
     canvas = np.zeros((SIZE * _SUPER, SIZE * _SUPER, 3), np.float32)
     _background(canvas)
     _body(canvas)
@@ -235,6 +238,7 @@ def default_face() -> tuple[RGBImage, FaceGeometry]:
     _mouth(canvas)
     small = cv2.resize(canvas, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     image = np.asarray(np.clip(np.round(small), 0, 255), dtype=np.uint8)
+    image.flags.writeable = False
     line = lip_line()
     geometry = FaceGeometry(
         upper_inner_lip=line,

@@ -48,12 +48,14 @@ class MouthFollower:
     def target(self, db: float) -> float:
         """Return the openness (0..1) a hop at ``db`` asks for, and update the peak."""
         low, high = PEAK_RANGE_DB
-        self.peak_db = min(high, max(low, db if db > self.peak_db else self.peak_db - PEAK_DECAY_DB))
+        self.peak_db = min(
+            high, max(low, db if db > self.peak_db else self.peak_db - PEAK_DECAY_DB)
+        )
         floor = max(FLOOR_DB, self.peak_db - DYNAMIC_DB)
         full = self.peak_db - HEADROOM_DB
         if db <= floor:
             return 0.0
-        return min(1.0, (db - floor) / (full - floor)) ** EASE
+        return float(min(1.0, (db - floor) / (full - floor)) ** EASE)
 
     def feed(self, audio: npt.NDArray[np.float32]) -> float:
         """Advance over ``audio`` hop by hop and return the openness after it."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from pathlib import Path
 
 import cv2
@@ -107,8 +106,8 @@ class PortraitAvatar(AvatarRenderer):
         rgb, self.geometry = frame_face(image, geometry, self.width, self.height, fraction)
         self._picture = rgb
         self._tilts = build_tilts(rgb, self.geometry, settings.mouth_states)
-        self._performance: Clip | None = None
-        self._performance_lock = threading.Lock()
+        # Built now so that a bad performance file fails at load, not at the first request.
+        self._performance = self._build_performance()
 
     @property
     def picture(self) -> RGBImage:
@@ -138,11 +137,8 @@ class PortraitAvatar(AvatarRenderer):
         return compose(self._tilts, self.width, self.height, mouth, blink_stage, pose)
 
     def performance(self) -> Clip:
-        """Return the performance clip (audiotype 2), built on first use and then shared."""
-        with self._performance_lock:
-            if self._performance is None:
-                self._performance = self._build_performance()
-            return self._performance
+        """Return the performance clip (audiotype 2), built at load and shared by sessions."""
+        return self._performance
 
     def _build_performance(self) -> Clip:
         settings = self._settings

@@ -51,18 +51,22 @@ class HeadTilt:
 
     def apply(self, picture: RGBImage, box: Box) -> RGBImage:
         """Return the tilted pixels of ``box`` of ``picture``."""
-        if self.angle == 0.0:
-            return box.cut(picture)
+        out = box.cut(picture)
+        end = min(box.bottom, int(np.ceil(self.chin + self.neck)) + 1)  # below: not moved
+        if self.angle == 0.0 or end <= box.top:
+            return out
         shifted = self.matrix.copy()
         shifted[:, 2] -= (box.left, box.top)
-        size = (box.right - box.left, box.bottom - box.top)
+        size = (box.right - box.left, end - box.top)
         rotated = cv2.warpAffine(
             picture, shifted, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
         )
-        rows = np.arange(box.top, box.bottom, dtype=np.float64)[:, None, None]
+        rows = np.arange(box.top, end, dtype=np.float64)[:, None, None]
         head = 1.0 - smoothstep((rows - self.chin) / self.neck)
-        mixed = rotated * head + box.cut(picture) * (1.0 - head)
-        return np.asarray(np.clip(np.round(mixed), 0, 255), np.uint8)
+        moving = out[: end - box.top]
+        mixed = rotated * head + moving * (1.0 - head)
+        moving[:] = np.clip(np.round(mixed), 0, 255)
+        return out
 
 
 def padded_planes(picture: RGBImage) -> tuple[npt.NDArray[np.uint8], ...]:
