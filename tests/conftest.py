@@ -16,6 +16,8 @@ from tests.support.databases import backends, migrated_database
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Wiring tests run on the 0.5B model (fast); behaviour tests load the default 1.5B themselves.
+TEST_ENGINES = {"llm": {"model": "qwen2.5-0.5b"}}
 
 
 @pytest.fixture(scope="session")
@@ -34,14 +36,16 @@ def model_store(models_dir: Path) -> ModelStore:
 
 @pytest.fixture
 def settings(tmp_path: Path, models_dir: Path) -> Settings:
-    """Default settings with a private data dir."""
-    return Settings(data_dir=tmp_path / "data", models_dir=models_dir)
+    """Default settings with a private data dir (the small LLM)."""
+    return Settings(data_dir=tmp_path / "data", models_dir=models_dir, engines=TEST_ENGINES)
 
 
 @pytest.fixture(scope="session")
 def base_settings(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Settings:
-    """Default settings for session-scoped objects."""
-    return Settings(data_dir=tmp_path_factory.mktemp("data"), models_dir=models_dir)
+    """Default settings for session-scoped objects (the small LLM)."""
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("data"), models_dir=models_dir, engines=TEST_ENGINES
+    )
 
 
 @pytest.fixture(scope="session")

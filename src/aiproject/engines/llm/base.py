@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from aiproject.engines.errors import BadInput
 
 
 class Role(StrEnum):
@@ -33,6 +36,13 @@ class Usage:
     completion_tokens: int
     # True when a backend could not get counts from the model and approximated them.
     estimated: bool = False
+    # Prompt tokens whose evaluated state was reused (a cached prefix), not evaluated again.
+    cached_tokens: int = 0
+
+    @property
+    def evaluated_tokens(self) -> int:
+        """Return the prompt tokens the model evaluated for this request."""
+        return self.prompt_tokens - self.cached_tokens
 
     @property
     def total_tokens(self) -> int:
@@ -58,12 +68,14 @@ class UsageMeter:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
+    cached_tokens: int = 0
 
     def record(self, usage: Usage) -> None:
         """Set the counts to ``usage``."""
         self.prompt_tokens = usage.prompt_tokens
         self.completion_tokens = usage.completion_tokens
         self.estimated = usage.estimated
+        self.cached_tokens = usage.cached_tokens
 
     def usage(self) -> Usage:
         """Return the counts so far as a :class:`Usage`."""
@@ -71,6 +83,7 @@ class UsageMeter:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             estimated=self.estimated,
+            cached_tokens=self.cached_tokens,
         )
 
 
@@ -95,6 +108,23 @@ class LLMChunk:
     text: str
     usage: Usage | None = None
     finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WarmReport:
+    """What warming a fixed prompt prefix cost, and the first-token time it buys."""
+
+    prefix_tokens: int
+    # Seconds to evaluate the prefix (0 when it was already cached).
+    prefill_s: float
+    # Seconds to the first token of a short question after the prefix, once warm.
+    first_token_s: float
+    # Prompt tokens that question's request evaluated (the rest came from the cache).
+    probe_evaluated_tokens: int
+
+
+# A short question asked after a warmed prefix to time its first token.
+WARM_PROBE = "你好"
 
 
 @dataclass(frozen=True)
@@ -140,6 +170,30 @@ class LLM(ABC):
             usage = Usage(prompt_tokens=0, completion_tokens=0)
         return Completion(
             text="".join(parts), usage=usage, finish_reason=finish, chunks=tuple(parts)
+        )
+
+    async def warm(self, prefix: Sequence[ChatMessage]) -> WarmReport:
+        """Evaluate a fixed prompt prefix (a surface's system prompt) so requests reuse it.
+
+        Returns what it cost and the warm first-token time of a short question after it. The
+        base implementation asks that question (one token); a server that caches prompts
+        (llama.cpp server, vLLM) keeps the prefix evaluated. Run it in the background: it
+        waits its turn like any request.
+        """
+        if not prefix:
+            raise BadInput("empty-messages", "a prefix needs at least one message")
+        started = time.perf_counter()
+        probe = [*prefix, ChatMessage(Role.USER, WARM_PROBE)]
+        first_token_s = 0.0
+        usage = Usage(prompt_tokens=0, completion_tokens=0)
+        async for chunk in self.stream(probe, GenerationOptions(max_tokens=1, temperature=0)):
+            first_token_s = first_token_s or time.perf_counter() - started
+            usage = chunk.usage or usage
+        return WarmReport(
+            prefix_tokens=0,
+            prefill_s=0.0,
+            first_token_s=first_token_s,
+            probe_evaluated_tokens=usage.evaluated_tokens,
         )
 
     @abstractmethod

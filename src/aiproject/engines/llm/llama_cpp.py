@@ -1,53 +1,58 @@
-"""Embedded text generation: llama.cpp (llama-cpp-python) on a GGUF model, on the CPU.
+"""Embedded text generation: llama.cpp (llama-cpp-python's C API) on a GGUF model, on the CPU.
 
-Generation drives ``Llama.generate`` token by token instead of ``create_chat_completion``:
-that API's stream reports no usage and its chunks are not tokens, while the REST API bills
-users by exact counts. So usage is counted here, exactly:
+One model and one context serve every chat of the process (see :mod:`.decoder`): up to
+``parallel`` chats are decoded together, more wait in a bounded line and are refused as busy
+past it. Prompts come from the GGUF's own chat template (:mod:`.chat_template`).
 
-* prompt tokens: the tokens fed to the model (BOS and chat-template tokens included);
+Usage is exact, as the REST API bills by it:
+
+* prompt tokens: the tokens of the prompt (template tokens included); ``cached_tokens`` of
+  them came from the prefix cache instead of being evaluated;
 * completion tokens: the tokens the model sampled, the end-of-turn token excluded. Tokens
-  swallowed by a stop sequence count (they were generated); a stream closed early
-  counts up to the token at which it stopped.
+  swallowed by a stop sequence count (they were generated); a stream closed early counts up
+  to the token at which it stopped.
 
-The consumer's stop event is checked after every token, so closing the stream frees the
-single worker (one ``Llama`` is not re-entrant) within one token's time. A caller's
-:class:`UsageMeter` holds the same counts as they grow; the stream closes only once its worker
-has stopped counting, so after an early close the meter says what the final usage would have.
+A caller's :class:`UsageMeter` holds the same counts as they grow; a stream closes only once
+the decode thread has let go of it, so after an early close the meter is final.
 
-Every request evaluates its whole prompt from an empty KV cache, so a request with
-temperature 0 (or a fixed seed) always gives the same answer. The price: no prompt caching
-across turns; a long history is re-read each turn (about 80-150 prompt tokens/s on 2 cores).
+Prompts share evaluated prefixes: a chat continues from the longest cached prefix of its
+prompt, so the same greedy request can differ slightly from a cold one (floating-point sums
+depend on how the prompt was split into batches). Same-seed sampling from the same cache state
+repeats exactly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
-import codecs
 import ctypes
 import json
 import logging
-import threading
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
-from contextlib import aclosing
-from dataclasses import dataclass, field
+import os
+import time
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
+import anyio
 import llama_cpp
-from llama_cpp import llama_chat_format
-from llama_cpp.llama_grammar import LlamaGrammar
 
 from aiproject.config import LLMSettings
 from aiproject.engines.blocking import BlockingPool
-from aiproject.engines.errors import BadInput, EngineUnavailable, LLMError
+from aiproject.engines.errors import BadInput, EngineUnavailable, LLMBusy, LLMError
 from aiproject.engines.llm.base import (
     LLM,
+    WARM_PROBE,
     ChatMessage,
     GenerationOptions,
     LLMChunk,
     Role,
     Usage,
     UsageMeter,
+    WarmReport,
 )
+from aiproject.engines.llm.chat_template import ChatTemplate
+from aiproject.engines.llm.decoder import END, Decoder, Job
+from aiproject.engines.llm.sampling import SamplingParams, json_grammar, token_bytes
 from aiproject.engines.models import ModelStore
 
 
@@ -66,22 +71,6 @@ def _close_llama_devnull() -> None:
 
 log = logging.getLogger(__name__)
 
-# Sampling beyond temperature, as llama-cpp-python's chat completion defaults.
-_TOP_K = 40
-_TOP_P = 0.95
-_MIN_P = 0.05
-
-# Formats other than "gemma" come from llama-cpp-python; their prompt is one string
-# tokenized with special tokens on, so message text is not escaped there.
-_FORMATTERS: dict[str, Callable[..., llama_chat_format.ChatFormatterResponse]] = {
-    "chatml": llama_chat_format.format_chatml,
-    "llama-3": llama_chat_format.format_llama3,
-    "mistral-instruct": llama_chat_format.format_mistral_instruct,
-    "qwen": llama_chat_format.format_qwen,
-    "zephyr": llama_chat_format.format_zephyr,
-}
-_CHAT_FORMATS = ("gemma", *_FORMATTERS)
-
 
 def _route_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     """Send llama.cpp's C-level log lines to logging (it writes them to stderr otherwise)."""
@@ -97,278 +86,238 @@ _NATIVE_LOG = llama_cpp.llama_log_callback(_route_native_log)
 llama_cpp.llama_log_set(_NATIVE_LOG, ctypes.c_void_p(0))
 
 
-@dataclass(frozen=True)
-class _Request:
-    messages: tuple[ChatMessage, ...]
-    max_tokens: int
-    temperature: float
-    seed: int
-    stop: tuple[str, ...]
-    json_schema: str | None
-    meter: UsageMeter | None = field(default=None, compare=False)
-
-
 class LlamaCppLLM(LLM):
-    """A GGUF chat model run in-process by llama.cpp, one generation at a time."""
+    """A GGUF chat model run in-process by llama.cpp, serving many chats at once."""
 
     name = "llama_cpp"
 
-    def __init__(
-        self, settings: LLMSettings, model_path: Path, *, test_grade: bool = False
-    ) -> None:
-        if settings.chat_format not in _CHAT_FORMATS:
-            raise EngineUnavailable(
-                "bad-chat-format",
-                f"engines.llm.chat_format={settings.chat_format!r}; "
-                f"choose one of: {', '.join(_CHAT_FORMATS)}",
-            )
+    def __init__(self, settings: LLMSettings, model_path: Path) -> None:
         if not model_path.is_file():
             raise EngineUnavailable("model-missing", f"llm: no GGUF file at {model_path}")
         self._settings = settings
-        self._label = f"llama.cpp {model_path.stem}" + (" (test-grade)" if test_grade else "")
+        self._label = f"llama.cpp {model_path.stem}"
+        params = llama_cpp.llama_model_default_params()
+        self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
+        if not self._model:
+            raise EngineUnavailable("model-load-failed", f"llm: cannot load {model_path}")
         try:
-            self._llama = llama_cpp.Llama(
-                model_path=str(model_path),
-                n_ctx=settings.n_ctx,
-                n_threads=settings.n_threads,
+            self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+            add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+            self._template = ChatTemplate.from_model(
+                {"tokenizer.chat_template": self._metadata("tokenizer.chat_template")},
+                self._tokenize,
+                self._token_text,
+                bos_token=int(llama_cpp.llama_vocab_bos(self._vocab)) if add_bos else None,
+                eos_token=int(llama_cpp.llama_vocab_eos(self._vocab)),
                 chat_format=settings.chat_format,
-                verbose=False,
             )
-            # The first batch pays llama.cpp's lazy setup (~0.4 s here): pay it at load time,
-            # not in the first user's time to first token.
-            self._llama.eval([self._llama.token_bos(), *self._tokenize("Hello, how are you?")])
-        except (ValueError, RuntimeError, OSError) as err:
-            raise EngineUnavailable("model-load-failed", f"llm: {model_path}: {err}") from err
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
-        self._turn_tokens = self._gemma_turn_tokens() if settings.chat_format == "gemma" else None
-        self._pool = BlockingPool("llm", workers=1)
+            self._decoder = Decoder(
+                self._model,
+                n_ctx=settings.n_ctx,
+                n_threads=settings.n_threads or os.cpu_count() or 1,
+                parallel=settings.parallel,
+                max_waiting=settings.max_waiting,
+                prime=self._tokenize("Hello, how are you?", False),
+            )
+        except BaseException:
+            llama_cpp.llama_model_free(self._model)
+            raise
         # Tokenizing only reads the vocabulary, so it need not wait behind a generation.
         self._tokenizer_pool = BlockingPool("llm-tokenize", workers=1)
-        # Tokens sampled by this engine since it was loaded (for metrics and tests).
-        self.tokens_generated_total = 0
+        self.last_warm: WarmReport | None = None
 
     @classmethod
     def from_settings(cls, settings: LLMSettings, models: ModelStore) -> LlamaCppLLM:
-        """Load the configured GGUF, or the packaged Gemma 3 270M (a test-grade model)."""
+        """Load the configured GGUF, or the packaged model ``settings.model``."""
         if settings.model_path is not None:
             return cls(settings, settings.model_path)
-        return cls(settings, models.gemma_gguf(), test_grade=True)
+        return cls(settings, models.llm_gguf(settings.model))
 
     def describe(self) -> str:
-        """Return the backend and model, flagging the weak default model as test-grade."""
+        """Return the backend and model file."""
         return self._label
 
     @property
     def n_ctx(self) -> int:
-        """Return the context window in tokens (prompt plus answer)."""
-        return int(self._llama.n_ctx())
+        """Return the context window in tokens (one chat's prompt plus answer)."""
+        return self._decoder.n_ctx
+
+    @property
+    def tokens_generated_total(self) -> int:
+        """Return the tokens sampled since load (for metrics and tests)."""
+        return self._decoder.tokens_generated_total
+
+    @property
+    def prompt_tokens_evaluated_total(self) -> int:
+        """Return the prompt tokens evaluated since load (cached prefixes not counted)."""
+        return self._decoder.prompt_tokens_evaluated_total
+
+    @property
+    def waiting(self) -> int:
+        """Return how many requests wait for the model."""
+        return self._decoder.waiting
 
     async def stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
     ) -> AsyncGenerator[LLMChunk, None]:
         """Stream the answer; the final chunk carries exact usage and the finish reason."""
-        request = self._request(messages, options or GenerationOptions())
-        # iterate() is an async generator; closing it at once (not when garbage-collected)
-        # sets the stop event and waits for the current token, so a caller's meter is final
-        # once this stream has closed.
-        chunks = self._pool.iterate(lambda cancel: self._generate(request, cancel))
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+        options = options or GenerationOptions()
+        job = await self._job(messages, options)
+        async for chunk in self._run(job):
+            yield chunk
+
+    async def warm(self, prefix: Sequence[ChatMessage]) -> WarmReport:
+        """Evaluate ``prefix`` once and keep it for every request that starts with it."""
+        tokens = await self._tokenizer_pool.run(lambda: self._template.prefix(prefix))
+        started = time.perf_counter()
+        pinned = Usage(prompt_tokens=0, completion_tokens=0)
+        async for chunk in self._run(Job(tokens, 0, self._emitter())):
+            pinned = chunk.usage or pinned
+        prefill_s = time.perf_counter() - started if pinned.evaluated_tokens else 0.0
+        probe = [*prefix, ChatMessage(Role.USER, WARM_PROBE)]
+        started = time.perf_counter()
+        first_token_s = 0.0
+        asked = pinned
+        async for chunk in self.stream(probe, GenerationOptions(max_tokens=1, temperature=0)):
+            first_token_s = first_token_s or time.perf_counter() - started
+            asked = chunk.usage or asked
+        self.last_warm = WarmReport(
+            prefix_tokens=len(tokens),
+            prefill_s=prefill_s,
+            first_token_s=first_token_s,
+            probe_evaluated_tokens=asked.evaluated_tokens,
+        )
+        log.info(
+            "llm prefix warm tokens=%d prefill_s=%.2f first_token_s=%.2f",
+            len(tokens),
+            prefill_s,
+            first_token_s,
+        )
+        return self.last_warm
 
     async def count_tokens(self, text: str) -> int:
         """Return how many tokens the model's tokenizer makes of ``text`` (no BOS)."""
-        return await self._tokenizer_pool.run(lambda: len(self._tokenize(text)))
+        return await self._tokenizer_pool.run(lambda: len(self._tokenize(text, False)))
 
     async def aclose(self) -> None:
-        """Free the model once the running generation (if any) has finished."""
-        await self._pool.run(self._llama.close)
-        self._pool.shutdown()
+        """Stop serving (failing what is queued) and free the model."""
+        await asyncio.to_thread(self._decoder.close)
+        llama_cpp.llama_model_free(self._model)
         self._tokenizer_pool.shutdown()
 
-    def _request(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> _Request:
-        if not messages:
-            raise BadInput("empty-messages", "a chat request needs at least one message")
+    async def _job(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Job:
+        """Tokenize the request (off the event loop) and check that it fits the context."""
         schema: str | None = None
         if options.json_schema is not None:
             try:
                 schema = json.dumps(dict(options.json_schema))
             except (TypeError, ValueError) as err:
-                raise BadInput("bad-json-schema", f"llm: schema is not JSON: {err}") from err
-        return _Request(
-            messages=tuple(messages),
-            max_tokens=options.max_tokens or self._settings.max_tokens,
-            temperature=(
-                self._settings.temperature if options.temperature is None else options.temperature
-            ),
-            seed=llama_cpp.LLAMA_DEFAULT_SEED if options.seed is None else options.seed,
-            stop=tuple(s for s in options.stop if s),
-            json_schema=schema,
-            meter=options.meter,
+                raise BadInput("bad-json-schema", f"json_schema is not JSON: {err}") from err
+        prompt, grammar = await self._tokenizer_pool.run(
+            lambda: (self._template.prompt(messages), json_grammar(schema))
         )
-
-    def _generate(self, request: _Request, cancel: threading.Event) -> Iterator[LLMChunk]:
-        """Run one generation in the worker thread, yielding text as it decodes."""
-        prompt, template_stops = self._prompt(request.messages)
-        n_ctx = self.n_ctx
-        if len(prompt) >= n_ctx:
+        size = len(prompt.tokens)
+        if size >= self.n_ctx:
             raise LLMError(
                 "context-overflow",
-                f"the prompt is {len(prompt)} tokens; the context window is {n_ctx} "
+                f"the prompt is {size} tokens; the context window is {self.n_ctx} "
                 "tokens and must leave room for the answer",
             )
-        budget = min(request.max_tokens, n_ctx - len(prompt))
-        grammar = _grammar(request.json_schema)
-        text = _StopAwareText(request.stop + template_stops)
-        self._llama.set_seed(request.seed)
-        # Evaluate every prompt from an empty cache: reusing a cached prefix changes the
-        # floating-point path, so the same greedy request could answer differently.
-        self._llama.reset()  # type: ignore[no-untyped-call]
-        tokens = self._llama.generate(
-            prompt,
-            temp=request.temperature,
-            top_k=_TOP_K,
-            top_p=_TOP_P,
-            min_p=_MIN_P,
-            repeat_penalty=1.0,
-            grammar=grammar,
+        temperature = (
+            self._settings.temperature if options.temperature is None else options.temperature
         )
-        meter = request.meter if request.meter is not None else UsageMeter()
-        completion = 0
-        finish = "length"
+        return Job(
+            prompt=prompt.tokens,
+            max_tokens=min(options.max_tokens or self._settings.max_tokens, self.n_ctx - size),
+            emit=self._emitter(),
+            sampling=SamplingParams(
+                temperature=temperature,
+                seed=llama_cpp.LLAMA_DEFAULT_SEED if options.seed is None else options.seed,
+                grammar=grammar,
+            ),
+            stops=tuple(s for s in options.stop if s) + prompt.stops,
+            meter=options.meter if options.meter is not None else UsageMeter(),
+        )
+
+    def _emitter(self) -> _Emitter:
+        return _Emitter(asyncio.get_running_loop())
+
+    async def _run(self, job: Job) -> AsyncGenerator[LLMChunk, None]:
+        """Queue ``job`` and yield its chunks; leaving early frees its place at once."""
+        emitter = job.emit
+        assert isinstance(emitter, _Emitter)
+        self._decoder.submit(job)
+        ended = False
         try:
-            for token in tokens:
-                meter.prompt_tokens = len(prompt)  # a token was sampled: the prompt is evaluated
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish = "stop"
-                    break
-                completion += 1
-                meter.completion_tokens = completion
-                self.tokens_generated_total += 1
-                if cancel.is_set():
-                    return
-                piece = text.feed(self._piece(token))
-                if piece:
-                    yield LLMChunk(text=piece)
-                if text.stopped:
-                    finish = "stop"
-                    break
-                if completion >= budget:
-                    break
-        except RuntimeError as err:  # llama_decode failures
-            raise LLMError("generation-failed", f"llm: {err}") from err
+            try:
+                async with asyncio.timeout(self._settings.max_wait_s):
+                    item = await emitter.queue.get()
+            except TimeoutError:
+                if self._decoder.withdraw(job):
+                    ended = True
+                    raise LLMBusy(
+                        "llm-busy",
+                        f"llm: no free slot within {self._settings.max_wait_s:g} s",
+                    ) from None
+                item = await emitter.queue.get()  # admitted just as the wait ran out
+            while item is not END:
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, LLMChunk):
+                    yield item
+                item = await emitter.queue.get()
+            ended = True
         finally:
-            tokens.close()
-        # The meter holds these same counts, so a full run's usage and meter agree.
-        yield LLMChunk(
-            text=text.flush(),
-            usage=Usage(prompt_tokens=len(prompt), completion_tokens=completion),
-            finish_reason=finish,
-        )
+            if not ended and not self._decoder.withdraw(job):
+                # Admitted: wait until the decode thread lets go, so the meter is final.
+                # Shielded: anyio (Starlette) re-cancels every await of a cancelled task.
+                with anyio.CancelScope(shield=True):
+                    while await emitter.queue.get() is not END:
+                        pass
 
-    def _prompt(self, messages: Sequence[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
-        """Return the prompt tokens and any stop strings the chat format adds."""
-        if self._turn_tokens is not None:
-            return self._gemma_prompt(messages, *self._turn_tokens), ()
-        result = _FORMATTERS[self._settings.chat_format](
-            messages=[{"role": m.role.value, "content": m.content} for m in messages]
-        )
-        tokens = self._llama.tokenize(
-            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
-        )
-        stop = result.stop
-        return tokens, (stop,) if isinstance(stop, str) else tuple(stop or ())
-
-    def _gemma_prompt(self, messages: Sequence[ChatMessage], start: int, end: int) -> list[int]:
-        """Build Gemma's turn format the way its chat template does, token by token.
-
-        Gemma has no system role: system text leads the first user turn. Message text is
-        tokenized with special tokens off, so a user cannot type ``<end_of_turn>`` into it.
-        """
-        system = "\n\n".join(m.content.strip() for m in messages if m.role is Role.SYSTEM)
-        turns = [(m.role, m.content.strip()) for m in messages if m.role is not Role.SYSTEM]
-        if system and turns and turns[0][0] is Role.USER:
-            turns[0] = (Role.USER, f"{system}\n\n{turns[0][1]}")
-        elif system:
-            turns.insert(0, (Role.USER, system))
-        tokens = [self._llama.token_bos()]
-        for role, content in turns:
-            speaker = "model" if role is Role.ASSISTANT else "user"
-            tokens += [start, *self._tokenize(f"{speaker}\n{content}"), end]
-            tokens += self._tokenize("\n")
-        return [*tokens, start, *self._tokenize("model\n")]
-
-    def _gemma_turn_tokens(self) -> tuple[int, int]:
-        ids = [
-            self._llama.tokenize(marker, add_bos=False, special=True)
-            for marker in (b"<start_of_turn>", b"<end_of_turn>")
-        ]
-        if any(len(found) != 1 for found in ids):
-            raise EngineUnavailable(
-                "bad-chat-format", "llm: chat_format 'gemma' but the model has no turn tokens"
-            )
-        return ids[0][0], ids[1][0]
-
-    def _piece(self, token: int) -> bytes:
-        """Return a token's bytes (``Llama.detokenize`` cuts pieces over 32 bytes short)."""
-        size = 64
+    def _metadata(self, key: str) -> str:
+        size = 1 << 16
         while True:
             buffer = ctypes.create_string_buffer(size)
-            length = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
-            if length >= 0:
-                return buffer.raw[:length]
-            size = -length  # too small: llama.cpp answers minus the size it needs
+            length = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buffer, size)
+            if length < 0:
+                return ""
+            if length < size:
+                return buffer.value.decode("utf-8", errors="replace")
+            size = length + 1
 
-    def _tokenize(self, text: str) -> list[int]:
-        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+    def _token_text(self, token: int) -> str:
+        size = 64
+        buffer = ctypes.create_string_buffer(size)
+        length = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, True)
+        return buffer.raw[: max(length, 0)].decode("utf-8", errors="replace")
 
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        while True:
+            tokens = (llama_cpp.llama_token * size)()
+            count = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), tokens, size, False, special
+            )
+            if count >= 0:
+                return list(tokens[:count])
+            size = -count
 
-def _grammar(schema: str | None) -> LlamaGrammar | None:
-    """Return the grammar that constrains sampling to JSON matching ``schema``."""
-    if schema is None:
-        return None
-    try:
-        return LlamaGrammar.from_json_schema(schema, verbose=False)
-    except Exception as err:  # the converter raises bare Exception for unsupported schemas
-        raise BadInput("bad-json-schema", f"llm: cannot constrain output to it: {err}") from err
-
-
-class _StopAwareText:
-    """Decodes token bytes to text, holding back what may be the start of a stop string."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self._stops = stops
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-        self.stopped = False
-
-    def feed(self, data: bytes) -> str:
-        """Add one token's bytes; return the text that is now safe to emit."""
-        self._pending += self._decoder.decode(data)
-        hits = [at for at in (self._pending.find(s) for s in self._stops) if at >= 0]
-        if hits:
-            self.stopped = True
-            out, self._pending = self._pending[: min(hits)], ""
-            return out
-        cut = len(self._pending) - _partial_stop_length(self._pending, self._stops)
-        out, self._pending = self._pending[:cut], self._pending[cut:]
-        return out
-
-    def flush(self) -> str:
-        """Return the held-back text once generation has ended without a stop string."""
-        if self.stopped:
-            return ""
-        out = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        return out
+    def _piece(self, token: int) -> bytes:
+        """Return a token's bytes."""
+        return token_bytes(self._vocab, token)
 
 
-def _partial_stop_length(text: str, stops: tuple[str, ...]) -> int:
-    """Return the length of the longest suffix of ``text`` that begins some stop string."""
-    best = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:size]):
-                best = size
-                break
-    return best
+class _Emitter:
+    """Hands items from the decode thread to one request's queue on the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+
+    def __call__(self, item: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop has closed: nobody is listening any more
+            pass
