@@ -46,8 +46,9 @@ class QualityLimits:
     Attributes:
         min_face_px: shorter side of the face box in pixels.
         min_brightness: mean HSV value (0-255) of the face crop.
-        min_sharpness: contrast-scaled Laplacian variance of the 128 px face crop (sharp
-            fixtures measure 150-900, the same blurred with a 9 px Gaussian 5-20).
+        min_sharpness: contrast-scaled Laplacian variance of the 128 px face crop (the
+            sharp fixture faces measure 240-760; blurred by a Gaussian whose sigma is a
+            thirtieth of the face width, 7-16).
         max_yaw, max_pitch: head rotation in degrees either way.
         min_eye_openness: mean eye aspect ratio (open eyes measure 0.20-0.30).
         background_ratio: faces narrower than this fraction of the largest do not count as
@@ -172,9 +173,10 @@ def near_duplicate(
 ) -> bool:
     """Return True if ``candidate`` is within ``max_distance`` of any earlier sample.
 
-    Use the engine's ``distance``. Measured with the dlib ResNet (Euclidean): the same
-    photo re-encoded, rescaled or shifted 0.02-0.07; two different photos of one person
-    0.24-0.43; so 0.1 separates "the same frame again" from "another look at the face".
+    Use the engine's ``distance``. Measured with the mediapipe backend (Euclidean): the
+    same photo re-encoded, rescaled, shifted or rotated 0.04-0.07, mirrored 0.13; two
+    different photos of one person 0.24-0.39; so 0.1 separates "the same frame again" from
+    "another look at the face".
     """
     return any(
         math.isfinite(d) and d <= max_distance
