@@ -83,7 +83,9 @@ def test_frame_size_must_be_even() -> None:
 
 def test_mouth_follows_speech_and_rests_in_silence(avatar: PortraitAvatar) -> None:
     talking, idle = avatar.new_state(3), avatar.new_state(3)
-    levels, moved, rested = [], [], []
+    levels: list[float] = []
+    moved: list[float] = []
+    rested: list[float] = []
     pieces = frames_of(speech())
     for n, piece in enumerate(pieces):
         level = avatar.mouth_level(talking, piece)
@@ -117,7 +119,7 @@ def test_silence_and_noise_floor_keep_the_mouth_shut(avatar: PortraitAvatar) -> 
 def test_mouth_level_refuses_wrong_audio(avatar: PortraitAvatar) -> None:
     state = avatar.new_state(1)
     with pytest.raises(BadAvatarInput) as wrong_type:
-        avatar.mouth_level(state, np.zeros(640, np.int16))  # type: ignore[arg-type]
+        avatar.mouth_level(state, np.zeros(640, np.int16))
     assert wrong_type.value.code == "bad-audio"
     with pytest.raises(BadAvatarInput):
         avatar.mouth_level(state, np.zeros((2, 320), np.float32))

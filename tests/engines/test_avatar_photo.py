@@ -113,9 +113,9 @@ def write_video(path: Path, seconds: float, fps: int, *, tone_hz: float | None) 
             wave = (0.3 * np.sin(2 * math.pi * tone_hz * t)).astype(np.float32)
             for start in range(0, len(wave), 1024):
                 chunk = wave[start : start + 1024][None, :]
-                frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-                frame.sample_rate, frame.pts = 48_000, start
-                container.mux(audio.encode(frame))
+                sound = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+                sound.sample_rate, sound.pts = 48_000, start
+                container.mux(audio.encode(sound))
             container.mux(audio.encode(None))
 
 
