@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 
 from aiproject.config import Settings, Surface
+from aiproject.domain.lingxi.tokens import token_state
 from aiproject.engines.audio import FloatAudio, decode_audio, encode_wav
 from aiproject.engines.registry import Engines, Kind
 from aiproject.errors import AiProjectError
@@ -194,6 +195,12 @@ async def check_database(settings: Settings) -> Check:
     return Check("database", url, True, state)
 
 
+def check_lingxi_token(settings: Settings) -> Check:
+    """Report the Lingxi bearer tokens (the generated one in full)."""
+    state = token_state(settings)
+    return Check("lingxi", "token", state.ok, state.detail)
+
+
 def render(checks: list[Check]) -> str:
     """Format the report as aligned text lines."""
     lines = []
@@ -211,12 +218,10 @@ def healthy(checks: list[Check]) -> bool:
 
 async def run(settings: Settings, engines: Engines, *, smoke: bool = True) -> list[Check]:
     """Run every check."""
-    from aiproject.api.lingxi import lingxi_token_check
-
     models = settings.resolved_models_dir
     note = "" if models.is_dir() else " (prepared on first use)"
     checks = [Check("models", "dir", True, f"{models}{note}"), await check_database(settings)]
     checks += await check_ports(settings)
-    checks.append(lingxi_token_check(settings))
+    checks.append(check_lingxi_token(settings))
     checks += await check_engines(engines, smoke=smoke)
     return checks

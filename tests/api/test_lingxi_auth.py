@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from aiproject.api.lingxi import lingxi_token_check
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import Settings
+from aiproject.doctor import check_lingxi_token
 from aiproject.engines.registry import Engines
 from aiproject.simulate import simulate_lingxi
 from tests.api.test_lingxi_spec import (
@@ -30,8 +30,8 @@ async def test_first_start_generates_a_private_token_and_shows_it(
     settings: Settings, engines: Engines, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = settings.data_dir / "lingxi-token"
-    assert lingxi_token_check(settings).ok
-    assert "first start" in lingxi_token_check(settings).detail
+    assert check_lingxi_token(settings).ok
+    assert "first start" in check_lingxi_token(settings).detail
     with caplog.at_level(logging.INFO, logger="aiproject"):
         first = await open_lingxi(settings, engines)
     token = path.read_text().strip()
@@ -52,11 +52,11 @@ async def test_first_start_generates_a_private_token_and_shows_it(
     await close_lingxi(second)
     assert path.read_text().strip() == token  # kept across starts
     assert token not in caplog.text and str(path) in caplog.text  # later starts mask it
-    check = lingxi_token_check(settings)
+    check = check_lingxi_token(settings)
     assert check.ok and token in check.detail and check.area == "lingxi"
 
     path.chmod(0o644)
-    check = lingxi_token_check(settings)
+    check = check_lingxi_token(settings)
     assert not check.ok and "chmod 600" in check.detail
 
 
@@ -65,7 +65,7 @@ async def test_configured_tokens_need_no_file(settings: Settings, engines: Engin
     lingxi = await open_lingxi(configured, engines)
     await close_lingxi(lingxi)
     assert not (settings.data_dir / "lingxi-token").exists()
-    check = lingxi_token_check(configured)
+    check = check_lingxi_token(configured)
     assert check.ok and check.detail == "1 configured token(s)" and TOKEN not in check.detail
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, ValidationError
@@ -39,13 +39,10 @@ from aiproject.domain.lingxi.messages import (
     Speech,
 )
 from aiproject.domain.lingxi.service import LingxiService
-from aiproject.domain.lingxi.tokens import LingxiTokens, read_token, token_path
+from aiproject.domain.lingxi.tokens import LingxiTokens
 from aiproject.engines.errors import EngineUnavailable
 from aiproject.errors import AiProjectError
 from aiproject.store.errors import StoreError
-
-if TYPE_CHECKING:
-    from aiproject.doctor import Check
 
 log = logging.getLogger(__name__)
 
@@ -304,25 +301,3 @@ def create_router(ctx: AppContext) -> APIRouter:
         )
 
     return router
-
-
-def lingxi_token_check(settings: Settings) -> Check:
-    """Report the Lingxi bearer tokens for `aiproject doctor` (the generated one in full)."""
-    from aiproject.doctor import Check
-
-    configured = sum(1 for t in settings.lingxi.tokens if t.get_secret_value())
-    if configured:
-        return Check("lingxi", "token", True, f"{configured} configured token(s)")
-    path = token_path(settings)
-    try:
-        token = read_token(path)
-    except AiProjectError as err:
-        return Check("lingxi", "token", False, err.message)
-    if token is None:
-        return Check("lingxi", "token", True, f"none yet; the first start writes one to {path}")
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        return Check(
-            "lingxi", "token", False, f"{path} is readable by others (mode {mode:o}); chmod 600"
-        )
-    return Check("lingxi", "token", True, f"generated token {token} (in {path})")

@@ -71,6 +71,32 @@ def create_token(path: Path) -> tuple[str, bool]:
     return token, True
 
 
+@dataclass(frozen=True)
+class TokenState:
+    """Whether the Lingxi endpoint has a usable token, and what to tell the operator."""
+
+    ok: bool
+    detail: str
+
+
+def token_state(settings: Settings) -> TokenState:
+    """Describe the configured tokens, or the generated one (shown in full) and its file."""
+    configured = sum(1 for t in settings.lingxi.tokens if t.get_secret_value())
+    if configured:
+        return TokenState(True, f"{configured} configured token(s)")
+    path = token_path(settings)
+    try:
+        token = read_token(path)
+    except LingxiError as err:
+        return TokenState(False, err.message)
+    if token is None:
+        return TokenState(True, f"none yet; the first start writes one to {path}")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        return TokenState(False, f"{path} is readable by others (mode {mode:o}); chmod 600")
+    return TokenState(True, f"generated token {token} (in {path})")
+
+
 def current_token(settings: Settings) -> str | None:
     """Return a token the platform can use: the first configured one, or the generated one."""
     configured = [t.get_secret_value() for t in settings.lingxi.tokens if t.get_secret_value()]
