@@ -158,6 +158,11 @@ class Decoder:
         """Return how many jobs wait for a slot."""
         return len(self._waiting)
 
+    @property
+    def running(self) -> int:
+        """Return how many jobs hold a slot."""
+        return sum(slot.job is not None for slot in self._slots)
+
     def close(self) -> None:
         """Stop the thread (failing what is queued or running) and free the context."""
         with self._cond:

@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -157,22 +158,31 @@ class LlamaCppLLM(LLM):
         """Return how many requests wait for the model."""
         return self._decoder.waiting
 
+    @property
+    def running(self) -> int:
+        """Return how many requests the model is serving (reading the prompt or answering)."""
+        return self._decoder.running
+
     async def stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
     ) -> AsyncGenerator[LLMChunk, None]:
         """Stream the answer; the final chunk carries exact usage and the finish reason."""
         options = options or GenerationOptions()
         job = await self._job(messages, options)
-        async for chunk in self._run(job):
-            yield chunk
+        # Closed at once (not when garbage-collected) when this stream closes, so the job is
+        # withdrawn or released, and a caller's meter final, by the time it has closed.
+        async with aclosing(self._run(job)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def warm(self, prefix: Sequence[ChatMessage]) -> WarmReport:
         """Evaluate ``prefix`` once and keep it for every request that starts with it."""
         tokens = await self._tokenizer_pool.run(lambda: self._template.prefix(prefix))
         started = time.perf_counter()
         pinned = Usage(prompt_tokens=0, completion_tokens=0)
-        async for chunk in self._run(Job(tokens, 0, self._emitter())):
-            pinned = chunk.usage or pinned
+        async with aclosing(self._run(Job(tokens, 0, self._emitter()))) as chunks:
+            async for chunk in chunks:
+                pinned = chunk.usage or pinned
         prefill_s = time.perf_counter() - started if pinned.evaluated_tokens else 0.0
         probe = [*prefix, ChatMessage(Role.USER, WARM_PROBE)]
         started = time.perf_counter()
