@@ -189,7 +189,7 @@ def show(rows: list[Row]) -> None:
 
     for label, ours, theirs in rows:
         ratio = f"{theirs[1] / ours[1]:8.1f}x" if ours and theirs and ours[1] > 0 else ""
-        print(f"{label:52} {cells(ours)} {cells(theirs)} {ratio:>9}")
+        print(f"{label:52} {cells(ours)} {cells(theirs)} {ratio:>9}".rstrip())
 
 
 async def main() -> None:
