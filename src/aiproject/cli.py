@@ -104,6 +104,14 @@ def _simulate(args: argparse.Namespace) -> int:
     )
 
 
+def _users(args: argparse.Namespace) -> int:
+    from aiproject import users_cli
+
+    settings = _settings(args)
+    configure("warning", settings.log_format)
+    return users_cli.run(settings, args)
+
+
 def parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     top = argparse.ArgumentParser(prog="aiproject", description=__doc__)
@@ -140,6 +148,11 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument("--device-id", help="device id (default: the spec's 669C4BDA13EA)")
     simulate.add_argument("--message", help="what the user says in the chat request")
     simulate.set_defaults(func=_simulate)
+    from aiproject.users_cli import add_parser
+
+    users = add_parser(sub)
+    users.add_argument("--config", type=Path, help="TOML settings file (or AIPROJECT_CONFIG)")
+    users.set_defaults(func=_users)
     return top
 
 

@@ -254,9 +254,17 @@ class FetchSettings(BaseModel):
 class RestSettings(BaseModel):
     """Spec 02: the AiProject REST API (accounts, quotas, model endpoints)."""
 
-    # What a new account starts with: LLM tokens (prompt + answer) and recognised pictures.
-    token_quota: int = Field(default=100_000, ge=0)
-    picture_quota: int = Field(default=100, ge=0)
+    # Who may register: anyone ("open"), holders of an invite code made with
+    # `aiproject users invite` ("invite"; the body's extra field `invite`), or nobody but an
+    # admin with `aiproject users add` ("closed").
+    registration: Literal["open", "invite", "closed"] = "open"
+    # Registrations tried per client address within the window (open and invite policies).
+    registrations_per_address: int = Field(default=5, ge=1)
+    registration_window_s: int = Field(default=3600, ge=1)
+    # What a new account starts with: LLM tokens (prompt + answer; ~40 chats of 500 tokens)
+    # and recognised pictures. Admins raise them with `aiproject users quota`.
+    token_quota: int = Field(default=20_000, ge=0)
+    picture_quota: int = Field(default=20, ge=0)
     # argon2id cost. OWASP's 19 MiB / 2 passes / 1 lane costs 25-40 ms of one core per login,
     # which a 2-core server that also runs the models can afford; see docs/protocols.
     argon2_time_cost: int = Field(default=2, ge=1, le=20)

@@ -257,7 +257,7 @@ async def test_exhausted_token_quota_generates_nothing(
             response = await post(client, path, json={**who, "dialog": SPEC_DIALOG})
         assert response.json()["code"] == "TOKEN_NOT_ENOUGH"
         assert llm.tokens_generated_total == generated
-        assert await quota(context, "alice") == (3, 100)
+        assert await quota(context, "alice") == (3, REST.picture_quota)
         assert await charges(context) == []
     finally:
         await context.db.aclose()
@@ -282,7 +282,7 @@ async def test_the_quota_caps_the_answer_and_never_goes_negative(
         assert usage["completion_tokens"] <= 3
         assert charge.reported == usage["total_tokens"]
         assert charge.charged == min(charge.reported, allowance)
-        assert await quota(context, "alice") == (allowance - charge.charged, 100)
+        assert await quota(context, "alice") == (allowance - charge.charged, REST.picture_quota)
     finally:
         await context.db.aclose()
 
@@ -400,7 +400,7 @@ async def test_disconnect_stops_generation_and_bills_what_was_generated(
     assert charge.reason == "chat-interrupted"
     # Exactly what was evaluated and sampled, not an estimate from the text sent.
     assert charge.charged == charge.reported == probe.usage.prompt_tokens + produced
-    assert await quota(context, "alice") == (REST.token_quota - charge.charged, 100)
+    assert await quota(context, "alice") == (REST.token_quota - charge.charged, REST.picture_quota)
 
 
 async def test_fifty_concurrent_streams_complete_isolated(

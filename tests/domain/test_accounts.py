@@ -59,7 +59,7 @@ async def test_migration_creates_the_tables_and_downgrades(db: Database) -> None
 
 
 async def test_passwords_are_argon2id_with_the_configured_cost(accounts: Accounts) -> None:
-    principal = await accounts.register("alice", PASSWORD, "Alice@Example.com")
+    principal = await accounts.register("alice", PASSWORD, "Alice@Example.com", address="127.0.0.1")
 
     async with accounts.store.db.session() as session:
         row = await session.scalar(select(User))
@@ -69,12 +69,12 @@ async def test_passwords_are_argon2id_with_the_configured_cost(accounts: Account
     assert row.email == "alice@example.com"
     assert row.public_id == principal.user_id
     assert str(uuid.UUID(principal.user_id)) == principal.user_id
-    assert (row.token_quota, row.picture_quota) == (100_000, 100)
+    assert (row.token_quota, row.picture_quota) == (20_000, 20)
 
 
 async def test_login_rehashes_when_the_cost_changed(db: Database, settings: Settings) -> None:
     cheap = Accounts(db, with_rest(settings, argon2_time_cost=1, argon2_memory_kib=8192))
-    await cheap.register("bob", PASSWORD, "bob@example.com")
+    await cheap.register("bob", PASSWORD, "bob@example.com", address="127.0.0.1")
     current = Accounts(db, settings)
 
     await current.login("bob", PASSWORD, address="10.0.0.1")
@@ -120,7 +120,7 @@ def test_registration_accepts_ordinary_addresses(email: str) -> None:
 
 async def test_concurrent_registrations_of_one_name_create_one_user(accounts: Accounts) -> None:
     results = await asyncio.gather(
-        *(accounts.register("dave", PASSWORD, f"dave{i}@example.com") for i in range(5)),
+        *(accounts.register("dave", PASSWORD, f"dave{i}@example.com", address="127.0.0.1") for i in range(5)),
         return_exceptions=True,
     )
 
@@ -134,7 +134,7 @@ async def test_concurrent_registrations_of_one_name_create_one_user(accounts: Ac
 
 
 async def test_tokens_are_stored_hashed_and_verify(accounts: Accounts) -> None:
-    await accounts.register("erin", PASSWORD, "erin@example.com")
+    await accounts.register("erin", PASSWORD, "erin@example.com", address="127.0.0.1")
     login = await accounts.login("erin", PASSWORD, address="10.0.0.1")
 
     stored = await scalar(accounts.store.db, select(AccessToken.token_hash))
@@ -148,7 +148,7 @@ async def test_tokens_are_stored_hashed_and_verify(accounts: Accounts) -> None:
 
 async def test_tokens_expire(db: Database, settings: Settings) -> None:
     accounts = Accounts(db, with_rest(settings, token_ttl_s=1))
-    await accounts.register("frank", PASSWORD, "frank@example.com")
+    await accounts.register("frank", PASSWORD, "frank@example.com", address="127.0.0.1")
     login = await accounts.login("frank", PASSWORD, address="10.0.0.1")
     assert await accounts.verify_token(login.token) is not None
 
@@ -173,7 +173,7 @@ async def test_configured_api_tokens_verify(db: Database, settings: Settings) ->
 
 
 async def test_identify_needs_matching_uuid_and_username(accounts: Accounts) -> None:
-    principal = await accounts.register("grace", PASSWORD, "grace@example.com")
+    principal = await accounts.register("grace", PASSWORD, "grace@example.com", address="127.0.0.1")
 
     assert (await accounts.identify(principal.user_id, "GRACE")).principal == principal
     for public_id, username in [
@@ -189,7 +189,7 @@ async def test_identify_needs_matching_uuid_and_username(accounts: Accounts) -> 
 
 async def test_charges_never_go_below_zero_and_serialise(db: Database, settings: Settings) -> None:
     accounts = Accounts(db, with_rest(settings, token_quota=100, picture_quota=1))
-    principal = await accounts.register("ivan", PASSWORD, "ivan@example.com")
+    principal = await accounts.register("ivan", PASSWORD, "ivan@example.com", address="127.0.0.1")
     account = await accounts.identify(principal.user_id, "ivan")
 
     charges = await asyncio.gather(*(accounts.charge_tokens(account, 7, "chat") for _ in range(20)))

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     delete,
+    false,
     func,
     select,
     update,
@@ -78,6 +80,8 @@ class User(Base):
     token_quota: Mapped[int] = mapped_column(BigInteger)
     picture_quota: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A disabled account cannot log in, and its tokens stop working.
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class AccessToken(Base):
@@ -129,6 +133,7 @@ class UserRecord:
     password_hash: str
     token_quota: int
     picture_quota: int
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,7 @@ def _record(row: User) -> UserRecord:
         password_hash=row.password_hash,
         token_quota=row.token_quota,
         picture_quota=row.picture_quota,
+        disabled=row.disabled,
     )
 
 
@@ -179,11 +185,19 @@ class AccountStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create_user(self, new: NewUser) -> UserRecord:
-        """Insert a user; raise ``username-taken`` or ``email-taken`` (:class:`StoreError`)."""
+    async def create_user(self, new: NewUser, *, invite_hash: str | None = None) -> UserRecord:
+        """Insert a user, taking one use of an invite if given, in one transaction.
+
+        Raises:
+            StoreError: ``username-taken``, ``email-taken`` or ``invite-invalid``.
+        """
+        from aiproject.store.registration import take_invite_use
+
         try:
             async with self.db.session() as session:
                 await self._refuse_duplicates(session, new)
+                if invite_hash is not None:
+                    await take_invite_use(session, invite_hash, utcnow())
                 row = User(**asdict(new))
                 session.add(row)
                 await session.flush()
@@ -246,7 +260,11 @@ class AccountStore:
             row = await session.scalar(
                 select(User)
                 .join(AccessToken, AccessToken.user_id == User.id)
-                .where(AccessToken.token_hash == token_hash, AccessToken.expires_at > now)
+                .where(
+                    AccessToken.token_hash == token_hash,
+                    AccessToken.expires_at > now,
+                    User.disabled.is_(False),
+                )
             )
             return _record(row) if row else None
 
@@ -311,3 +329,37 @@ class AccountStore:
                 )
             )
             return Charge(reported=amount, charged=charged, balance=balance - charged)
+
+    async def all_users(self) -> list[UserRecord]:
+        """Return every user, oldest first (for the admin commands)."""
+        async with self.db.session() as session:
+            return [_record(r) for r in (await session.scalars(select(User).order_by(User.id)))]
+
+    async def set_quotas(
+        self, user_id: int, *, tokens: int | None, pictures: int | None, add: bool
+    ) -> tuple[int, int]:
+        """Set (or with ``add``, change by) a user's quotas, never below 0; return them."""
+        async with self.db.session() as session:
+            for column, amount in ((User.token_quota, tokens), (User.picture_quota, pictures)):
+                if amount is None:
+                    continue
+                value = column + amount if add else amount
+                await session.execute(
+                    update(User).where(User.id == user_id).values({column: value})
+                )
+                await session.execute(
+                    update(User).where(User.id == user_id, column < 0).values({column: 0})
+                )
+            tokens_left, pictures_left = (
+                await session.execute(
+                    select(User.token_quota, User.picture_quota).where(User.id == user_id)
+                )
+            ).one()
+        return int(tokens_left), int(pictures_left)
+
+    async def set_disabled(self, user_id: int, disabled: bool) -> None:
+        """Disable (dropping every token) or enable an account."""
+        async with self.db.session() as session:
+            await session.execute(update(User).where(User.id == user_id).values(disabled=disabled))
+            if disabled:
+                await session.execute(delete(AccessToken).where(AccessToken.user_id == user_id))

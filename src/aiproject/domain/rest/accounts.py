@@ -36,7 +36,7 @@ EMAIL_RE = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})"
 )
 _MAX_TOKEN_CHARS = 512
-_USER_SCOPE, _ADDRESS_SCOPE = "user", "address"
+_USER_SCOPE, _ADDRESS_SCOPE, _REGISTER_SCOPE = "user", "address", "register"
 
 # Hashing is CPU- and memory-bound; one worker per process keeps a burst of logins to one
 # core (and one argon2 memory block) on a small server. argon2-cffi releases the GIL.
@@ -152,9 +152,55 @@ class Accounts:
         self.rest = settings.rest
         self.store = AccountStore(db)
         self.passwords = PasswordHashing(settings.rest)
+        self._login_window = timedelta(seconds=self.rest.login_window_s)
+        # Failed logins and registration attempts share a table: keep the longer window.
+        self._keep = max(self._login_window, timedelta(seconds=self.rest.registration_window_s))
 
-    async def register(self, username: str, password: str, email: str) -> Principal:
-        """Create an account with the default quotas; raise :class:`AccountError`."""
+    async def register(
+        self, username: str, password: str, email: str, *, address: str, invite: str | None = None
+    ) -> Principal:
+        """Create an account under the registration policy; raise :class:`AccountError`.
+
+        ``closed`` refuses everyone (admins add accounts with the CLI); ``invite`` needs a
+        valid invite code, one use of which is taken with the account. Attempts are counted
+        per client address and refused past ``registrations_per_address`` in the window.
+        """
+        if self.rest.registration == "closed":
+            raise AccountError("registration-closed", "registration is closed; ask an admin")
+        if self.rest.registration == "invite" and not invite:
+            raise AccountError("invite-required", "registration needs an invite code")
+        await self._throttle_registration(address[:255])
+        invite_hash = (
+            token_digest(invite) if self.rest.registration == "invite" and invite else None
+        )
+        return await self.create(username, password, email, invite_hash=invite_hash)
+
+    async def _throttle_registration(self, address: str) -> None:
+        now = utcnow()
+        window = timedelta(seconds=self.rest.registration_window_s)
+        (attempts,) = await self.store.count_failures([(_REGISTER_SCOPE, address)], now - window)
+        if attempts.count >= self.rest.registrations_per_address:
+            oldest = attempts.oldest or now
+            wait = max(1, int((oldest + window - now).total_seconds() + 0.999))
+            raise AccountError(
+                "registration-throttled",
+                f"too many registrations from this address; retry in {wait} s",
+                retry_after_s=wait,
+            )
+        # Every attempt counts, successful or not: the limit is on trying.
+        await self.store.add_failures([(_REGISTER_SCOPE, address)], now, prune=now - self._keep)
+
+    async def create(
+        self,
+        username: str,
+        password: str,
+        email: str,
+        *,
+        invite_hash: str | None = None,
+        tokens: int | None = None,
+        pictures: int | None = None,
+    ) -> Principal:
+        """Create an account (no policy: admins call this directly); raise AccountError."""
         username, email = username.strip(), email.strip()
         check_registration(username, password, email)
         new = NewUser(
@@ -163,11 +209,11 @@ class Accounts:
             username_key=username.casefold(),
             email=email.lower(),
             password_hash=await self.passwords.hash(password),
-            token_quota=self.rest.token_quota,
-            picture_quota=self.rest.picture_quota,
+            token_quota=self.rest.token_quota if tokens is None else tokens,
+            picture_quota=self.rest.picture_quota if pictures is None else pictures,
         )
         try:
-            user = await self.store.create_user(new)
+            user = await self.store.create_user(new, invite_hash=invite_hash)
         except StoreError as err:
             raise AccountError(err.code, err.message) from err
         return Principal(user.public_id, user.username)
@@ -181,13 +227,15 @@ class Accounts:
         key = username.strip().casefold()[:64]
         address = address[:255]
         now = utcnow()
-        window = timedelta(seconds=self.rest.login_window_s)
+        window = self._login_window
         await self._refuse_if_throttled(key, address, now, window)
         user = await self.store.user_by_username_key(key)
         matches = await self.passwords.verify(user.password_hash if user else None, password)
+        if user is not None and matches and user.disabled:
+            raise AccountError("account-disabled", "this account is disabled; ask an admin")
         if user is None or not matches:
             await self.store.add_failures(
-                [(_USER_SCOPE, key), (_ADDRESS_SCOPE, address)], now, prune=now - window
+                [(_USER_SCOPE, key), (_ADDRESS_SCOPE, address)], now, prune=now - self._keep
             )
             raise AccountError("login-failed", "wrong username or password")
         if self.passwords.needs_rehash(user.password_hash):
