@@ -64,15 +64,22 @@ def test_a_photo_opens_its_mouth_with_speech_and_shuts_it_in_silence(
     assert level == 0.0  # the trailing silence shut it
 
 
-def test_an_open_mouth_is_dark_inside(photo_avatar: PortraitAvatar) -> None:
+def test_an_open_mouth_is_dark_and_keeps_the_teeth_the_photo_shows(
+    photo_avatar: PortraitAvatar,
+) -> None:
     state = photo_avatar.new_state(1)
     pose = state.sway.pose(0, 512)
     shut = i420_to_rgb(photo_avatar.compose(0.0, 0, pose)).astype(np.int64)
     wide = i420_to_rgb(photo_avatar.compose(1.0, 0, pose)).astype(np.int64)
-    x, y = (round(v) for v in photo_avatar.geometry.mouth_center)
-    gap = wide[y : y + 6, x - 6 : x + 6].mean()
-    assert gap < shut[y : y + 6, x - 6 : x + 6].mean() - 40  # teeth/lips gave way to the mouth
-    assert gap < 110
+    x, y = (round(v) for v in photo_avatar.geometry.lower_inner_lip[5])  # lower lip, middle
+    below = (slice(y + 3, y + 9), slice(x - 6, x + 6))
+    assert wide[below].mean() < shut[below].mean() - 40  # the lower lip gave way to the mouth
+    assert wide[below].mean() < 110
+    # The smile's upper teeth, between the lips, stay where they were (with the upper lip).
+    tx, ty = (round(v) for v in photo_avatar.geometry.mouth_center)
+    teeth = (slice(ty - 3, ty + 3), slice(tx - 6, tx + 6))
+    assert shut[teeth].mean() > 170
+    assert abs(wide[teeth].mean() - shut[teeth].mean()) < 30
 
 
 def test_a_missing_photo_is_a_clear_error(tmp_path: Path) -> None:

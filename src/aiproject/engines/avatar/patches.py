@@ -100,14 +100,16 @@ class MouthWarp:
         xs = np.arange(self.box.left, self.box.right, dtype=np.float64)
         self.upper = curve_at(geometry.upper_inner_lip, xs)
         self.lower = np.maximum(curve_at(geometry.lower_inner_lip, xs), self.upper)
-        self.line = (self.upper + self.lower) / 2.0
+        # The mouth opens along the lower lip's inner edge: whatever a photo shows between
+        # the lips (mostly upper teeth, in a smile) stays with the upper lip.
+        self.line = self.lower.copy()
         offset = np.abs(xs - self.cx)
         self.lens = np.clip(1.0 - (offset / (0.5 * w)) ** 2, 0.0, 1.0) ** 0.5
         self.jaw = 1.0 - smoothstep((offset - 0.45 * w) / (0.65 * w))
         self.lift_span = np.maximum(self.line - self.nose, 2.0)
         self.drop = min(JAW_DROP * w, JAW_DROP_FACE * geometry.face_height)
-        # A photo showing teeth between parted lips keeps them (they part with the lips);
-        # painted teeth are only for a closed mouth.
+        # A photo showing teeth between parted lips keeps them; painted teeth are only for
+        # a closed mouth.
         middle = offset < 0.25 * w
         rest_gap = float(np.mean((self.lower - self.upper)[middle])) if middle.any() else 0.0
         self.teeth = rest_gap < 0.05 * w
