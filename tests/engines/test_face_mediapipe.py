@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 
+import cv2
 import numpy as np
 import pytest
 
 from aiproject.config import FaceSettings, Settings
-from aiproject.engines.errors import BadInput, FaceError
+from aiproject.engines.errors import BadInput, FaceError, MediaError
 from aiproject.engines.face import BACKENDS, DlibFace, MediapipeFace, build
 from aiproject.engines.face.base import FaceBox, FaceEngine, Metric
 from aiproject.engines.face.landmarks import MESH_POINTS
-from aiproject.engines.images import RGBImage
+from aiproject.engines.images import RGBImage, decode_image
 from aiproject.engines.models import ModelStore
 from aiproject.engines.registry import Engines, Kind
 from tests.engines.face_fixtures import (
+    FACES,
     OBAMA,
     OBAMA_REFERENCE,
     STRANGERS,
@@ -232,6 +234,32 @@ async def test_bad_input_is_refused(
             await face.detect(image)
         with pytest.raises(BadInput):
             await face.inspect(image)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """Return a real 16 x 16 PNG whose header claims ``width`` x ``height``."""
+    ok, encoded = cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))
+    assert ok
+    data = bytearray(encoded.tobytes())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "empty-image"),
+        (b"hello, this is not a picture", "not-an-image"),
+        ((FACES / "obama.jpg").read_bytes()[:3000], "bad-image"),
+        (png_claiming(30_000, 30_000), "image-too-large"),
+    ],
+    ids=["empty", "garbage", "truncated-jpeg", "oversized-png"],
+)
+async def test_garbage_and_oversized_uploads_are_typed_errors(data: bytes, code: str) -> None:
+    # Frames reach the engine through decode_image, which refuses these before any pixel.
+    with pytest.raises(MediaError) as caught:
+        decode_image(data)
+    assert caught.value.code == code
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 5000, 3), (4000, 3000, 3)])
