@@ -64,7 +64,7 @@ class _Slot:
     tokens: list[int] = field(default_factory=list)  # what the KV cache holds for ``seq``
     job: Job | None = None
     admitted: int = 0  # admission order, for reading prompts first come first served
-    used: int = 0  # when it last served a job, for choosing which cache to overwrite
+    used: int = 0  # when it last took a job: of equal choices the coldest cache goes first
     cached: int = 0
     sampler: Sampler | None = None
     text: StopAwareText | None = None
@@ -211,13 +211,18 @@ class Decoder:
                 self._cond.wait()
 
     def _admit(self, job: Job) -> None:
-        """Place ``job`` in the free slot that already holds most of its prompt."""
-        free = [slot for slot in self._slots if slot.job is None]
-        slot = max(free, key=lambda s: (_common(s.tokens, job.prompt), -s.used))
-        reuse = _common(slot.tokens, job.prompt)
+        """Place ``job`` in the free slot where it reuses most and overwrites least."""
         pin_seq, pin_reuse = self._best_pin(job.prompt)
+
+        def value(slot: _Slot) -> tuple[int, int]:
+            own = _common(slot.tokens, job.prompt)
+            if pin_reuse > own:  # the pin is copied over everything the slot holds
+                return pin_reuse - len(slot.tokens), -slot.used
+            return own - (len(slot.tokens) - own), -slot.used
+
+        slot = max((s for s in self._slots if s.job is None), key=value)
+        reuse = _common(slot.tokens, job.prompt)
         if pin_reuse > reuse:
-            slot = min(free, key=lambda s: s.used)  # overwrite the coldest cache
             reuse = pin_reuse
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, 0, -1)
             llama_cpp.llama_memory_seq_cp(self._memory, pin_seq, slot.seq, 0, reuse)
