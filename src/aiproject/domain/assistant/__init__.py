@@ -1,0 +1,1 @@
+"""Spec 01 understanding: the service catalogue, classification, extraction, the interview."""
