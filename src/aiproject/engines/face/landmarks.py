@@ -61,8 +61,8 @@ LEFT_EAR_POINTS = (362, 385, 387, 263, 373, 380)
 
 # dlib's 5-point order (shape_predictor_5_face_landmarks): the subject's left eye outer and
 # inner corner, right eye outer and inner corner, the bottom of the nose. Matched to mesh
-# points by comparing dlib's predictor with the mesh on the face fixtures (see
-# tests/engines/test_face_mediapipe.py); the nose point lies between 2 (subnasale) and 1.
+# points by comparing dlib's predictor with the mesh on the face fixtures, 1-3 px apart on
+# faces 90-160 px wide (tests/engines/test_face_mesh.py).
 DLIB_FIVE = (263, 362, 33, 133, 2)
 
 

@@ -85,24 +85,10 @@ class MediapipeFace(PooledFaceEngine):
     def _meshed(
         self, image: RGBImage, max_faces: int
     ) -> tuple[list[Detection], list[FaceLandmarks]]:
-        """Detect, then mesh the largest ``max_faces`` faces that the mesh confirms.
-
-        Returns the detections less those the mesh rejected (largest first; the meshed ones
-        lead) and the meshes.
-        """
+        """Detect and mesh with this worker's own models (see FaceMesh.detect_and_mesh)."""
         mesh = self._borrow()
         try:
-            kept = mesh.detector.detect(image)
-            meshed: list[FaceLandmarks] = []
-            i = 0
-            while i < len(kept) and len(meshed) < max_faces:
-                landmarks = mesh.mesh(image, kept[i])
-                if landmarks is None:
-                    del kept[i]  # the mesh model sees no face there
-                    continue
-                meshed.append(landmarks)
-                i += 1
-            return kept, meshed
+            return mesh.detect_and_mesh(image, max_faces)
         finally:
             self._meshes.put(mesh)
 

@@ -87,21 +87,30 @@ class FaceMesh:
         """
         image = check_request(image, max_faces)
         with foreign_errors(FaceError, "face-failed", "face mesh failed"):
-            found = self.detect_and_mesh(image, max_faces)
-        faces = [face for _, face in found if face is not None]
+            _, faces = self.detect_and_mesh(image, max_faces)
         if not faces:
             raise FaceError("no-face", "no face was found in the image")
         return faces
 
     def detect_and_mesh(
         self, image: RGBImage, max_faces: int
-    ) -> list[tuple[Detection, FaceLandmarks | None]]:
-        """Detect every face and mesh the largest ``max_faces`` (blocking, unchecked input)."""
-        detections = self.detector.detect(image)
-        return [
-            (detection, self.mesh(image, detection) if i < max_faces else None)
-            for i, detection in enumerate(detections)
-        ]
+    ) -> tuple[list[Detection], list[FaceLandmarks]]:
+        """Detect, then mesh the largest ``max_faces`` faces the mesh model confirms (blocking).
+
+        Returns the detections less those the mesh model rejected (largest first, so the
+        meshed ones lead) and the meshes. ``image`` must already be checked.
+        """
+        kept = self.detector.detect(image)
+        meshed: list[FaceLandmarks] = []
+        i = 0
+        while i < len(kept) and len(meshed) < max_faces:
+            landmarks = self.mesh(image, kept[i])
+            if landmarks is None:
+                del kept[i]  # a detection the mesh model sees no face in
+                continue
+            meshed.append(landmarks)
+            i += 1
+        return kept, meshed
 
     def mesh(self, image: RGBImage, detection: Detection) -> FaceLandmarks | None:
         """Return the mesh for one detection, or None if the model sees no face there."""
