@@ -52,7 +52,9 @@ def _doctor(args: argparse.Namespace) -> int:
     async def run() -> list[doctor.Check]:
         engines = Engines(settings, ModelStore(settings.resolved_models_dir, Progress.auto()))
         try:
-            return await doctor.run(settings, engines, smoke=not args.no_smoke)
+            return await doctor.run(
+                settings, engines, smoke=not args.no_smoke, show_secrets=args.show_secrets
+            )
         finally:
             await engines.aclose()
 
@@ -131,6 +133,9 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     doctor = add("doctor", "Check engines, ports and the database; non-zero exit if broken.")
     doctor.add_argument("--no-smoke", action="store_true", help="load engines without smoke tests")
+    doctor.add_argument(
+        "--show-secrets", action="store_true", help="print generated tokens in full"
+    )
     doctor.set_defaults(func=_doctor)
     prepare = add("prepare", "Prepare the embedded models in the models dir (idempotent).")
     prepare.set_defaults(func=_prepare)

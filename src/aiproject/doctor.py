@@ -195,9 +195,9 @@ async def check_database(settings: Settings) -> Check:
     return Check("database", url, True, state)
 
 
-def check_lingxi_token(settings: Settings) -> Check:
-    """Report the Lingxi bearer tokens (the generated one in full)."""
-    state = token_state(settings)
+def check_lingxi_token(settings: Settings, *, show_secrets: bool = False) -> Check:
+    """Report the Lingxi bearer tokens (the generated one by its fingerprint, or in full)."""
+    state = token_state(settings, show_secret=show_secrets)
     return Check("lingxi", "token", state.ok, state.detail)
 
 
@@ -216,12 +216,14 @@ def healthy(checks: list[Check]) -> bool:
     return all(check.ok or not check.required for check in checks)
 
 
-async def run(settings: Settings, engines: Engines, *, smoke: bool = True) -> list[Check]:
-    """Run every check."""
+async def run(
+    settings: Settings, engines: Engines, *, smoke: bool = True, show_secrets: bool = False
+) -> list[Check]:
+    """Run every check; secrets are shown by fingerprint unless ``show_secrets``."""
     models = settings.resolved_models_dir
     note = "" if models.is_dir() else " (prepared on first use)"
     checks = [Check("models", "dir", True, f"{models}{note}"), await check_database(settings)]
     checks += await check_ports(settings)
-    checks.append(check_lingxi_token(settings))
+    checks.append(check_lingxi_token(settings, show_secrets=show_secrets))
     checks += await check_engines(engines, smoke=smoke)
     return checks

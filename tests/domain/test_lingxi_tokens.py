@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
 from aiproject.config import LingxiSettings, Settings
@@ -13,9 +15,10 @@ from aiproject.domain.lingxi.tokens import (
     LingxiTokens,
     create_token,
     current_token,
-    mask,
+    fingerprint,
     read_token,
     token_path,
+    token_state,
 )
 
 
@@ -52,6 +55,33 @@ def test_without_configured_tokens_the_generated_one_is_used(tmp_path: Path) -> 
     assert LingxiTokens.from_settings(settings).accepts(generated)  # kept across starts
 
 
-def test_mask_hides_the_middle() -> None:
-    assert mask("abcdefghijklmnop") == "abcd…mnop"
-    assert mask("short") == "…"
+def test_the_generated_token_is_never_logged_only_its_fingerprint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    with caplog.at_level(logging.DEBUG, logger="aiproject"):
+        LingxiTokens.from_settings(settings)  # generates and announces it
+        LingxiTokens.from_settings(settings)  # reads it back
+    token = read_token(token_path(settings))
+    assert token is not None
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert fingerprint(token) in logged
+    assert str(token_path(settings)) in logged
+    assert token not in logged and token[:8] not in logged and token[-8:] not in logged
+
+
+def test_doctor_shows_the_fingerprint_unless_asked_for_secrets(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    LingxiTokens.from_settings(settings)
+    token = read_token(token_path(settings))
+    assert token is not None
+    hidden = token_state(settings)
+    assert hidden.ok and fingerprint(token) in hidden.detail and token not in hidden.detail
+    assert token in token_state(settings, show_secret=True).detail
+
+
+def test_fingerprints_name_tokens_without_revealing_them() -> None:
+    assert fingerprint("alpha-token") == fingerprint("alpha-token")
+    assert fingerprint("alpha-token") != fingerprint("alpha-tokem")
+    assert fingerprint("alpha-token").startswith("sha256:")
+    assert "alpha" not in fingerprint("alpha-token")

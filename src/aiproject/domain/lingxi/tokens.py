@@ -8,6 +8,7 @@ process sharing the data dir, uses that file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import logging
 import os
@@ -28,9 +29,9 @@ def token_path(settings: Settings) -> Path:
     return settings.data_dir / TOKEN_FILE
 
 
-def mask(token: str) -> str:
-    """Return a token with all but its first and last four characters hidden."""
-    return f"{token[:4]}…{token[-4:]}" if len(token) > 12 else "…"
+def fingerprint(token: str) -> str:
+    """Return a short SHA-256 fingerprint that names a token without revealing any of it."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
 
 
 def read_token(path: Path) -> str | None:
@@ -79,8 +80,11 @@ class TokenState:
     detail: str
 
 
-def token_state(settings: Settings) -> TokenState:
-    """Describe the configured tokens, or the generated one (shown in full) and its file."""
+def token_state(settings: Settings, *, show_secret: bool = False) -> TokenState:
+    """Describe the configured tokens, or the generated one and its file.
+
+    The generated token is named by its fingerprint; ``show_secret`` shows it in full.
+    """
     configured = sum(1 for t in settings.lingxi.tokens if t.get_secret_value())
     if configured:
         return TokenState(True, f"{configured} configured token(s)")
@@ -94,7 +98,8 @@ def token_state(settings: Settings) -> TokenState:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         return TokenState(False, f"{path} is readable by others (mode {mode:o}); chmod 600")
-    return TokenState(True, f"generated token {token} (in {path})")
+    shown = token if show_secret else f"{fingerprint(token)} (--show-secrets prints it)"
+    return TokenState(True, f"generated token {shown} in {path}")
 
 
 def current_token(settings: Settings) -> str | None:
@@ -119,17 +124,14 @@ class LingxiTokens:
         token, created = create_token(path)
         if created:
             log.warning(
-                "lingxi: no tokens configured; generated bearer token %s (kept in %s)",
-                token,
+                "lingxi: no tokens configured; generated a bearer token %s in %s "
+                "(`aiproject doctor --show-secrets` prints it)",
+                fingerprint(token),
                 path,
                 extra={"token_file": str(path)},
             )
         else:
-            log.info(
-                "lingxi: bearer token %s from %s (`aiproject doctor` shows it)",
-                mask(token),
-                path,
-            )
+            log.info("lingxi: bearer token %s from %s", fingerprint(token), path)
         return cls((token.encode(),))
 
     def accepts(self, presented: str) -> bool:
