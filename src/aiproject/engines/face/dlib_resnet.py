@@ -24,14 +24,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from aiproject.engines.errors import EngineUnavailable
+
+if TYPE_CHECKING:
+    import onnx
 
 Floats = npt.NDArray[np.float32]
 CHIP_SIZE = 150
@@ -130,6 +131,10 @@ class _Graph:
     """Collects ONNX nodes and initialisers with generated names."""
 
     def __init__(self) -> None:
+        # Imported here: only loading this backend needs onnx, not importing the package.
+        from onnx import helper, numpy_helper
+
+        self._helper, self._numpy_helper = helper, numpy_helper
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._count = 0
@@ -140,12 +145,12 @@ class _Graph:
 
     def const(self, value: npt.NDArray[np.generic], prefix: str = "w") -> str:
         name = self.name(prefix)
-        self.inits.append(numpy_helper.from_array(value, name))
+        self.inits.append(self._numpy_helper.from_array(value, name))
         return name
 
     def op(self, kind: str, inputs: list[str], **attrs: Any) -> str:
         out = self.name(kind.lower())
-        self.nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        self.nodes.append(self._helper.make_node(kind, inputs, [out], **attrs))
         return out
 
 
@@ -174,6 +179,9 @@ def _pad_to(g: _Graph, x: str, have: tuple[int, int], want: tuple[int, int]) -> 
 
 def build_onnx(weights: DlibResNetWeights) -> bytes:
     """Return the ONNX model: (N, 150, 150, 3) RGB floats 0-255 in, (N, 128) descriptors out."""
+    import onnx
+    from onnx import TensorProto, helper
+
     g = _Graph()
     mean = np.array(weights.mean_rgb, dtype=np.float32).reshape(1, 3, 1, 1)
     x = g.op("Transpose", ["chip"], perm=[0, 3, 1, 2])
@@ -217,9 +225,11 @@ def build_onnx(weights: DlibResNetWeights) -> bytes:
 
 def dlib_resnet_onnx(path: Path) -> bytes:
     """Read dlib's face ResNet file and return it as an ONNX model, or raise EngineUnavailable."""
+    from onnx.checker import ValidationError
+
     try:
         return build_onnx(read_weights(path))
-    except (OSError, ValueError, IndexError, onnx.checker.ValidationError) as err:
+    except (OSError, ValueError, IndexError, ValidationError) as err:
         raise EngineUnavailable(
             "model-convert-failed", f"dlib's face ResNet could not be converted: {err}"
         ) from err
