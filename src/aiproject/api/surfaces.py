@@ -50,12 +50,22 @@ def create_tools_app(ctx: AppContext) -> ASGIApp:
 
 def create_assistant_ws_app(ctx: AppContext) -> ASGIApp:
     """Spec 01 flow over WebSocket (port 444)."""
-    return _bare(Surface.ASSISTANT_WS, ctx)
+    from aiproject.api.assistant import flow_ws
+    from aiproject.api.assistant.services import shared_services
+
+    app = flow_ws.create_app(ctx, shared_services(ctx))
+    app.router.routes.insert(0, _health(Surface.ASSISTANT_WS))
+    return app
 
 
 def create_assistant_http_app(ctx: AppContext) -> ASGIApp:
-    """Spec 01 flow over HTTP (port 10925)."""
-    return _bare(Surface.ASSISTANT_HTTP, ctx)
+    """Spec 01 flow over HTTP (port 10925), with the kiosk page at GET /."""
+    from aiproject.api.assistant import flow_http
+    from aiproject.api.assistant.services import shared_services
+
+    app = flow_http.create_app(ctx, shared_services(ctx))
+    app.router.routes.insert(0, _health(Surface.ASSISTANT_HTTP))
+    return app
 
 
 def create_avatar_app(ctx: AppContext) -> ASGIApp:

@@ -83,6 +83,17 @@ class BasicInfo(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+def field_limits() -> dict[str, int]:
+    """Return the longest text each citizen field's column holds."""
+    limits: dict[str, int] = {}
+    for model in (RequiredInfo, BasicInfo):
+        for column in model.__table__.columns:
+            length = getattr(column.type, "length", None)
+            if column.name in CITIZEN_FIELDS and isinstance(length, int):
+                limits[column.name] = length
+    return limits
+
+
 class AssistantSession(Base):
     """One flow: from the handshake that created it to its summary."""
 
@@ -329,15 +340,24 @@ class AssistantStore:
             result = await session.execute(statement)
             return int(getattr(result, "rowcount", 0) or 0) == 1
 
-    async def store_citizen(self, hash_: str, owner: str, fields: Mapping[str, Any]) -> bool:
+    async def store_citizen(
+        self,
+        hash_: str,
+        owner: str,
+        fields: Mapping[str, Any],
+        *,
+        record: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Upsert both citizen tables and mark the session stored, all in one transaction.
 
-        Returns False (writing nothing) when this owner no longer holds the session's lease.
+        ``record`` (default: ``fields``) becomes the session's record. Returns False (writing
+        nothing) when this owner no longer holds the session's lease.
         """
+        kept = dict(fields if record is None else record)
         statement = (
             update(AssistantSession)
             .where(AssistantSession.hash == hash_, AssistantSession.lease_owner == owner)
-            .values(stage=Stage.STORED.value, record=dict(fields), updated_at=utcnow())
+            .values(stage=Stage.STORED.value, record=kept, updated_at=utcnow())
             .returning(AssistantSession.user_id)
         )
         async with self._session(write=True) as session:

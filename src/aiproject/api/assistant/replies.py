@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiproject.engines.errors import BadInput, EngineError
@@ -62,14 +63,22 @@ def detail(reason: str, message: str = "") -> str:
 
 
 def socket_reply(
-    kind: str, hash_: str, message: str, *, user_id: str = "", reason: str = "", text: str = ""
+    kind: str,
+    hash_: str,
+    message: str,
+    *,
+    user_id: str = "",
+    reason: str = "",
+    text: str = "",
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """Return a socket message: the spec's keys in its order, then ``reason`` and ``detail``."""
+    """Return a socket message: the spec's keys in its order, then ``reason``, ``detail``."""
     body: dict[str, Any] = {"user_id": user_id, "type": kind, "hash": hash_, "message": message}
     if reason:
         body["reason"] = reason
         if message == "error":
             body["detail"] = detail(reason, text)
+    body.update(extra or {})
     return json.dumps(body, ensure_ascii=False)
 
 
