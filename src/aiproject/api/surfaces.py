@@ -69,8 +69,10 @@ def create_assistant_http_app(ctx: AppContext) -> ASGIApp:
 
 
 def create_avatar_app(ctx: AppContext) -> ASGIApp:
-    """Spec 05 digital human over WebRTC (port 8010)."""
-    return _bare(Surface.AVATAR, ctx)
+    """Spec 05 digital human over WebRTC (port 8010), with the demo page at GET /."""
+    from aiproject.api import avatar
+
+    return avatar.create_app(ctx, _health(Surface.AVATAR))
 
 
 def create_http_app(ctx: AppContext) -> ASGIApp:

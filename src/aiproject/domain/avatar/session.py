@@ -93,6 +93,9 @@ class AvatarSession:
         self._active: dict[int, str] = {}  # utterance -> kind, until its END is sent
         self._next_utterance = 1
         self._current: asyncio.Task[None] | None = None
+        self._interrupted = asyncio.Event()
+        # Interrupted requests still stopping (a TTS finishing the clause it was on).
+        self._stopping: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._recorder: Recorder | None = None
         self._finishing: set[asyncio.Task[None]] = set()
@@ -138,6 +141,7 @@ class AvatarSession:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._stopping, return_exceptions=True)
         if self._recorder is not None:
             with contextlib.suppress(AvatarSessionError):
                 await self.end_record()
@@ -206,6 +210,8 @@ class AvatarSession:
         self._producer.shut_mouth()
         if self._current is not None:
             self._current.cancel()
+        self._speaker.stop_thinking()
+        self._interrupted.set()
         while not self._requests.empty():
             self._requests.get_nowait()
         for utterance, kind in self._active.items():
@@ -282,22 +288,28 @@ class AvatarSession:
             raise AvatarSessionError("session-closed", "the session has ended")
 
     async def _work(self) -> None:
-        """Speak the queued requests one after the other."""
+        """Speak the queued requests one after the other; an interrupt moves on at once."""
         while True:
             request = await self._requests.get()
             if request.generation != self._speech.generation:
                 continue
-            self._current = asyncio.create_task(
+            self._interrupted.clear()
+            task = asyncio.create_task(
                 self._speaker.speak(request), name=f"avatar-utterance-{self.id}"
             )
+            self._current = task
+            interrupted = asyncio.create_task(self._interrupted.wait())
             try:
-                await asyncio.wait([self._current])
-                if not self._current.cancelled() and self._current.exception() is not None:
-                    log.error("avatar speech crashed", exc_info=self._current.exception())
+                await asyncio.wait([task, interrupted], return_when=asyncio.FIRST_COMPLETED)
             finally:
-                if not self._current.done():
-                    self._current.cancel()
+                interrupted.cancel()
                 self._current = None
+                if not task.done():  # interrupted (or closing): let it stop in the background
+                    task.cancel()
+                    self._stopping.add(task)
+                    task.add_done_callback(self._stopping.discard)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("avatar speech crashed", exc_info=task.exception())
 
     def _hurry(self) -> None:
         """Let new speech start at the next frame instead of after the queued idle ones."""

@@ -96,6 +96,7 @@ class Speaker:
         self._failed = failed
         self._audible = audible
         self.conversation = Conversation(settings.system_prompt, settings.history_messages)
+        self._thinking: set[asyncio.Task[None]] = set()
 
     async def speak(self, request: SpeechRequest) -> None:
         """Run one request to its end; its END mark follows whatever it managed to say."""
@@ -131,36 +132,46 @@ class Speaker:
             log.warning("avatar: a sentence could not be spoken: %s", err)
             self._failed(pusher.utterance, err)
 
+    def stop_thinking(self) -> None:
+        """Close the LLM stream of a chat at once (an interrupt; TTS may take longer to stop)."""
+        for task in list(self._thinking):
+            task.cancel()
+
     async def _chat(self, pusher: _Pusher, question: str) -> None:
-        sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=8)
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
         answer: list[str] = []
+        think = asyncio.create_task(self._think(question, sentences, answer))
+        self._thinking.add(think)
+        think.add_done_callback(self._thinking.discard)
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._think(question, sentences, answer))
-                while (sentence := await sentences.get()) is not None:
-                    await self._say(pusher, sentence)
-        except* AiProjectError as errors:
-            raise errors.exceptions[0] from None
+            while (sentence := await sentences.get()) is not None:
+                await self._say(pusher, sentence)
+            await think  # its error, if it failed
         finally:
+            think.cancel()
+            await asyncio.gather(think, return_exceptions=True)
             self.conversation.add(question, "".join(answer))
 
     async def _think(
         self, question: str, out: asyncio.Queue[str | None], answer: list[str]
     ) -> None:
-        llm = await self._engines.llm()
-        options = GenerationOptions(
-            max_tokens=self._settings.max_tokens, temperature=self._settings.temperature
-        )
-        cutter = SentenceCutter(self._settings.max_sentence_chars)
-        stream = llm.stream(self.conversation.messages(question), options)
-        async with contextlib.aclosing(stream):
-            async for chunk in stream:
-                answer.append(chunk.text)
-                for sentence in cutter.feed(chunk.text):
-                    await out.put(sentence)
-        for sentence in cutter.flush():
-            await out.put(sentence)
-        await out.put(None)
+        """Stream the LLM's answer into sentences; always end ``out`` with None."""
+        try:
+            llm = await self._engines.llm()
+            options = GenerationOptions(
+                max_tokens=self._settings.max_tokens, temperature=self._settings.temperature
+            )
+            cutter = SentenceCutter(self._settings.max_sentence_chars)
+            stream = llm.stream(self.conversation.messages(question), options)
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    answer.append(chunk.text)
+                    for sentence in cutter.feed(chunk.text):
+                        out.put_nowait(sentence)
+            for sentence in cutter.flush():
+                out.put_nowait(sentence)
+        finally:
+            out.put_nowait(None)
 
 
 class _Pusher:
