@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Query
 from fastapi.exceptions import RequestValidationError
@@ -74,6 +74,7 @@ _AUDIO_EXTENSIONS = (".pcm", ".wav")
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _MULTIPART_OVERHEAD = 64 * 1024
 _NDJSON, _SSE = NDJSON, EVENT_STREAM
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 
 def _refused_parse(err: HTTPException) -> Failure:
@@ -146,32 +147,50 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 @dataclass(frozen=True)
-class _Endpoint:
+class BodyPolicy:
+    """What one route accepts: a body of at most ``limit`` bytes; media that does not decode
+    answers ``bad_input``."""
+
     limit: int
     bad_input: str = BAD_REQUEST
 
 
-def _route_class(
-    endpoints: dict[str, _Endpoint], default: _Endpoint, body_timeout_s: float
-) -> type[APIRoute]:
-    class RestRoute(APIRoute):
-        """Caps the body, then turns every error of the handler into the spec's shape."""
+class RestRoute(APIRoute):
+    """Caps the body, then turns every error of the handler into the spec's shape.
 
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-            endpoint = endpoints.get(self.path, default)
-            errors = _errors_for(endpoint.bad_input)
+    Each route carries its own :class:`BodyPolicy` (see :func:`_route_class`), so renaming a
+    route cannot drop its limit; a route added without one is refused when it is declared.
+    """
 
-            async def guarded(request: Request) -> Response:
-                try:
-                    body = await read_capped(request, endpoint.limit, body_timeout_s)
-                    return await handler(Request(request.scope, _replay(body, request.receive)))
-                except Exception as err:
-                    return _error_response(failure(err, errors))
+    policy: ClassVar[BodyPolicy | None] = None
+    body_timeout_s: ClassVar[float] = 30.0
 
-            return guarded
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if self.policy is None:
+            raise TypeError(f"REST route {path} declares no body policy (use route(...))")
+        super().__init__(path, endpoint, **kwargs)
 
-    return RestRoute
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """Wrap the handler: read at most the policy's limit, answer errors in one place."""
+        handler = super().get_route_handler()
+        policy, timeout_s = self.policy, self.body_timeout_s
+        assert policy is not None
+        errors = _errors_for(policy.bad_input)
+
+        async def guarded(request: Request) -> Response:
+            try:
+                body = await read_capped(request, policy.limit, timeout_s)
+                return await handler(Request(request.scope, _replay(body, request.receive)))
+            except Exception as err:
+                return _error_response(failure(err, errors))
+
+        return guarded
+
+
+def _route_class(policy: BodyPolicy, body_timeout_s: float) -> type[RestRoute]:
+    """Return the route class of one route (kept when the router is included in an app)."""
+    attributes = {"policy": policy, "body_timeout_s": body_timeout_s}
+    return type("PolicedRestRoute", (RestRoute,), attributes)
 
 
 class _Body(BaseModel):
@@ -325,26 +344,34 @@ _FRAMES: dict[int | str, dict[str, Any]] = {
 def create_router(ctx: AppContext) -> APIRouter:
     """Return this surface's routes bound to the process context."""
     limits = ctx.settings.limits
-    endpoints = {
-        "/voiceModel/chat": _Endpoint(
-            limits.max_audio_bytes + _MULTIPART_OVERHEAD, "AUDIO_TO_TEXT_ERROR"
-        ),
-        "/PictureToTextModel/chat": _Endpoint(
-            limits.max_upload_bytes + _MULTIPART_OVERHEAD, "PICTURE_TO_TEXT_ERROR"
-        ),
-    }
+    json_body = BodyPolicy(limits.max_json_bytes)
+    audio_body = BodyPolicy(limits.max_audio_bytes + _MULTIPART_OVERHEAD, "AUDIO_TO_TEXT_ERROR")
+    image_body = BodyPolicy(limits.max_upload_bytes + _MULTIPART_OVERHEAD, "PICTURE_TO_TEXT_ERROR")
     router = APIRouter(
-        route_class=_route_class(
-            endpoints, _Endpoint(limits.max_json_bytes), limits.body_timeout_s
-        ),
+        route_class=RestRoute,  # a route declared without its policy is refused
         responses=_REFUSALS,
         strict_content_type=False,
         tags=["aiproject"],
     )
+    posts: dict[str, BodyPolicy] = {}
+
+    def route(path: str, policy: BodyPolicy, **options: Any) -> Callable[[_Handler], _Handler]:
+        """Declare a POST route with its body policy."""
+
+        def declare(handler: _Handler) -> _Handler:
+            route_class = _route_class(policy, limits.body_timeout_s)
+            router.add_api_route(
+                path, handler, methods=["POST"], route_class_override=route_class, **options
+            )
+            posts[path] = policy
+            return handler
+
+        return declare
+
     accounts = Accounts(ctx.db, ctx.settings)
     models = MeteredModels(ctx.engines, accounts, ctx.settings)
 
-    @router.post("/auth/register")
+    @route("/auth/register", json_body)
     async def register(body: RegisterBody, request: Request) -> JSONResponse:
         """Create an account: {code, msg}."""
         address = request.client.host if request.client else "unknown"
@@ -353,7 +380,7 @@ def create_router(ctx: AppContext) -> APIRouter:
         )
         return JSONResponse({"code": 0, "msg": "registered"})
 
-    @router.post("/auth/login")
+    @route("/auth/login", json_body)
     async def login(body: LoginBody, request: Request) -> JSONResponse:
         """Log in: {code, msg, uuid, token, expires_at}; no uuid on failure."""
         address = request.client.host if request.client else "unknown"
@@ -368,14 +395,14 @@ def create_router(ctx: AppContext) -> APIRouter:
             }
         )
 
-    @router.post("/textModel/chat")
+    @route("/textModel/chat", json_body)
     async def chat(body: DialogBody) -> JSONResponse:
         """Answer the dialog: {code, consume_token, content}."""
         turn = await models.start_chat(body.uuid, body.username, body.messages())
         text, answer = await turn.complete()
         return JSONResponse({"code": 0, "consume_token": answer.charged, "content": text})
 
-    @router.post("/textModel/stream", responses=_FRAMES)
+    @route("/textModel/stream", json_body, responses=_FRAMES)
     async def stream(body: DialogBody, request: Request) -> Response:
         """Stream the answer as Spark frames: NDJSON, or SSE with Accept: text/event-stream."""
         turn = await models.start_chat(body.uuid, body.username, body.messages())
@@ -392,13 +419,13 @@ def create_router(ctx: AppContext) -> APIRouter:
 
         return EventStream(frames(), media_type=_SSE if sse else _NDJSON, label=f"rest sid={sid}")
 
-    @router.post("/voiceModel/chat", openapi_extra=_BINARY_BODY)
+    @route("/voiceModel/chat", audio_body, openapi_extra=_BINARY_BODY)
     async def voice(request: Request) -> JSONResponse:
         """Transcribe PCM16 16 kHz mono (raw body or multipart 'file' .pcm/.wav)."""
         text = await models.transcribe(await _upload(request, _AUDIO_EXTENSIONS))
         return JSONResponse({"code": 0, "content": text})
 
-    @router.post("/PictureToTextModel/chat", openapi_extra=_BINARY_BODY)
+    @route("/PictureToTextModel/chat", image_body, openapi_extra=_BINARY_BODY)
     async def picture(
         request: Request,
         uuid: Annotated[str | None, Header()] = None,
@@ -413,9 +440,12 @@ def create_router(ctx: AppContext) -> APIRouter:
     async def wrong_method() -> JSONResponse:
         return _error_response(Failure(405, BAD_REQUEST, "use POST"))
 
-    posts = ("/auth/register", "/auth/login", "/textModel/chat", "/textModel/stream")
-    for path in (*posts, *endpoints):
+    for path, policy in posts.items():
         router.add_api_route(
-            path, wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False
+            path,
+            wrong_method,
+            methods=["GET", "PUT", "PATCH", "DELETE"],
+            include_in_schema=False,
+            route_class_override=_route_class(policy, limits.body_timeout_s),
         )
     return router
