@@ -191,6 +191,22 @@ async def test_length_finish_reason_is_passed_on(
     assert (await collect(llm))[-1].finish_reason == "length"
 
 
+async def test_cached_prompt_tokens_come_from_the_usage_details(
+    llm: OpenAICompatLLM, server: FakeHTTPServer
+) -> None:
+    usage = {
+        "prompt_tokens": 21,
+        "completion_tokens": 3,
+        "total_tokens": 24,
+        "prompt_tokens_details": {"cached_tokens": 16},
+    }
+    routed(server, Reply.sse([*ANSWER, {**USAGE_EVENT, "usage": usage}]))
+
+    final = (await collect(llm))[-1].usage
+    assert final == Usage(prompt_tokens=21, completion_tokens=3, cached_tokens=16)
+    assert final.evaluated_tokens == 5
+
+
 async def test_missing_usage_is_estimated(llm: OpenAICompatLLM, server: FakeHTTPServer) -> None:
     routed(server, Reply.sse(ANSWER))
 

@@ -172,4 +172,8 @@ def _parse_usage(value: Any) -> Usage | None:
     prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int):
         raise RemoteError("remote-bad-response", f"llm: malformed usage {value!r:.200}")
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+    # OpenAI, vLLM and llama.cpp's server say how much of the prompt came from their cache.
+    details = value.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    cached = cached if isinstance(cached, int) and 0 <= cached <= prompt else 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
