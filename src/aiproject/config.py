@@ -54,6 +54,9 @@ class SurfacesSettings(BaseModel):
     # believed, e.g. ["127.0.0.1"] behind a local nginx (deploy/nginx.conf). Empty: the TCP
     # peer is the client, as without a proxy. Login throttling keys on this address.
     trusted_proxies: list[str] = []
+    # Every surface serves Prometheus metrics at GET /metrics; with a token, only to
+    # `Authorization: Bearer <token>`.
+    metrics_token: SecretStr = SecretStr("")
 
     def listen(self, surface: Surface) -> Listen:
         """Return the listen address of a surface."""

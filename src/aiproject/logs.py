@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from aiproject.telemetry import request_id
+
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _DROPPED = {"color_message"}  # uvicorn's terminal-coloured copy of the message
@@ -54,8 +56,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_fields(record), ensure_ascii=False, default=str)
 
 
+def tag_records_with_request_id() -> None:
+    """Make every log record created while a request is served carry ``request_id``.
+
+    Installs a record factory once per process (later calls do nothing), so the id is taken
+    when the line is logged, whichever handler formats it later.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "adds_request_id", False):
+        return
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        rid = request_id.get()
+        if rid is not None:
+            record.request_id = rid
+        return record
+
+    make.adds_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make)
+
+
 def configure(level: str = "info", fmt: str = "logfmt") -> None:
-    """Send our logs to stderr in the chosen format."""
+    """Send our logs to stderr in the chosen format; lines of a request carry its id."""
+    tag_records_with_request_id()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()

@@ -39,8 +39,11 @@ def _surface_factories() -> dict[Surface, Callable[[AppContext], ASGIApp]]:
 
 
 def build_app(surface: Surface, ctx: AppContext) -> ASGIApp:
-    """Return the ASGI app of one surface."""
-    return _surface_factories()[surface](ctx)
+    """Return the ASGI app of one surface, with request ids, metrics and ``/metrics``."""
+    from aiproject.api.wire.observe import Observed
+
+    token = ctx.settings.surfaces.metrics_token.get_secret_value()
+    return Observed(_surface_factories()[surface](ctx), surface.value, token)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import anyio
+
+from aiproject.telemetry import ENGINE_QUEUE, ENGINE_RUN_SECONDS, ENGINE_WAIT_SECONDS
 
 T = TypeVar("T")
 
@@ -27,11 +30,19 @@ class BlockingPool:
         self.name = name
         self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        # Queue depth, wait and run time of this pool's jobs (see aiproject.telemetry).
+        self.queue_gauge = ENGINE_QUEUE.labels(name)
+        self.wait_seconds = ENGINE_WAIT_SECONDS.labels(name)
+        self.run_seconds = ENGINE_RUN_SECONDS.labels(name)
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the pool and return its result."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn)
+        job = _Measured(self, fn)
+        try:
+            return await loop.run_in_executor(self._executor, job)
+        finally:
+            job.leave_queue()  # cancelled before a worker took it
 
     async def iterate(
         self,
@@ -78,7 +89,8 @@ class BlockingPool:
                 if not stop.is_set():
                     put(_DONE)
 
-        future = loop.run_in_executor(self._executor, worker)
+        job = _Measured(self, worker)
+        future = loop.run_in_executor(self._executor, job)
         try:
             while True:
                 item = await queue.get()
@@ -99,10 +111,41 @@ class BlockingPool:
             if started.is_set():
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await future
+            job.leave_queue()
 
     def shutdown(self) -> None:
         """Stop accepting work; running inferences finish."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Measured(Generic[T]):
+    """A job counted in its pool's queue until a worker takes it (or it is given up), timed."""
+
+    def __init__(self, pool: BlockingPool, fn: Callable[[], T]) -> None:
+        self._pool = pool
+        self._fn = fn
+        self._queued = time.perf_counter()
+        self._left = False
+        self._lock = threading.Lock()
+        pool.queue_gauge.inc()
+
+    def leave_queue(self) -> bool:
+        """Take the job out of the queue count once; return whether this call did."""
+        with self._lock:
+            if self._left:
+                return False
+            self._left = True
+        self._pool.queue_gauge.dec()
+        return True
+
+    def __call__(self) -> T:
+        started = time.perf_counter()
+        self.leave_queue()
+        self._pool.wait_seconds.observe(started - self._queued)
+        try:
+            return self._fn()
+        finally:
+            self._pool.run_seconds.observe(time.perf_counter() - started)
 
 
 class _Failure:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiproject.errors import AiProjectError
+from aiproject.telemetry import REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,12 @@ class ErrorMapper:
     fallbacks: Sequence[Rule] = ()
 
     def failure(self, err: BaseException) -> Failure:
-        """Return how to answer ``err``."""
+        """Return how to answer ``err`` (counted in ``aiproject_refusals`` by wire code)."""
+        found = self._lookup(err)
+        REFUSALS.labels(self.surface, found.code).inc()
+        return found
+
+    def _lookup(self, err: BaseException) -> Failure:
         for types, answer in self.rules:
             if isinstance(err, types):
                 return _apply(answer, err)
