@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from datetime import timedelta
 
 import pytest
 from alembic import command
 from alembic.config import Config
 from pydantic import SecretStr
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, update
 
 from aiproject.config import RestSettings, Settings
 from aiproject.domain.rest.accounts import AccountError, Accounts, Principal, check_registration
 from aiproject.store.accounts import AccessToken, QuotaCharge, User
 from aiproject.store.db import Database
+from aiproject.store.models import utcnow
 
 PASSWORD = "correct horse battery"
 
@@ -120,7 +122,10 @@ def test_registration_accepts_ordinary_addresses(email: str) -> None:
 
 async def test_concurrent_registrations_of_one_name_create_one_user(accounts: Accounts) -> None:
     results = await asyncio.gather(
-        *(accounts.register("dave", PASSWORD, f"dave{i}@example.com", address="127.0.0.1") for i in range(5)),
+        *(
+            accounts.register("dave", PASSWORD, f"dave{i}@example.com", address="127.0.0.1")
+            for i in range(5)
+        ),
         return_exceptions=True,
     )
 
@@ -147,12 +152,15 @@ async def test_tokens_are_stored_hashed_and_verify(accounts: Accounts) -> None:
 
 
 async def test_tokens_expire(db: Database, settings: Settings) -> None:
-    accounts = Accounts(db, with_rest(settings, token_ttl_s=1))
+    accounts = Accounts(db, settings)
     await accounts.register("frank", PASSWORD, "frank@example.com", address="127.0.0.1")
     login = await accounts.login("frank", PASSWORD, address="10.0.0.1")
     assert await accounts.verify_token(login.token) is not None
+    assert login.expires_at > utcnow() + timedelta(seconds=settings.rest.token_ttl_s - 60)
 
-    await asyncio.sleep(1.2)
+    # The token reaches its expiry (set in the database instead of waiting the TTL out).
+    async with db.session() as session:
+        await session.execute(update(AccessToken).values(expires_at=utcnow()))
 
     assert await accounts.verify_token(login.token) is None
 
