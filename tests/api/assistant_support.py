@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,44 @@ def sample(name: str) -> bytes:
     if name.startswith("mirrored:"):
         return mirrored(name.removeprefix("mirrored:"))
     return (FACES / name).read_bytes()
+
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def id_number(first17: str) -> str:
+    """Return an 18-digit ID number with its GB 11643 check digit."""
+    total = sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS, strict=True))
+    return first17 + "10X98765432"[total % 11]
+
+
+# A man born 1990-03-05 in Guangzhou (odd 17th digit: male).
+LI_LEI_ID = id_number("44010619900305123")
+
+
+def answer_for(question: str, answers: dict[str, str]) -> str:
+    """Answer a question by the first keyword of ``answers`` it contains ("跳过" if none)."""
+    for keyword, answer in answers.items():
+        if keyword in question:
+            return answer
+    return "跳过"
+
+
+LI_LEI_ANSWERS = {
+    "姓名": "李雷",
+    "身份证": LI_LEI_ID,
+    "民族": "汉族",
+    "电话": "13812345678",
+    "手机": "13812345678",
+    "居住地址": "广东省广州市天河区天河路1号",
+    "户口": "广东省广州市天河区",
+}
+
+
+async def until(condition: Callable[[], bool], limit_s: float = TIMEOUT) -> None:
+    """Wait until ``condition()`` holds (checked every 10 ms), at most ``limit_s`` seconds."""
+    async with asyncio.timeout(limit_s):
+        for _ in itertools.count():
+            if condition():
+                return
+            await asyncio.sleep(0.01)

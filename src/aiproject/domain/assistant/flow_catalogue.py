@@ -1,0 +1,107 @@
+"""The flow's understanding built on the service catalogue, its classifier and the interview."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiproject.config import Settings
+from aiproject.domain.assistant import record as records
+from aiproject.domain.assistant.catalog import ServiceItem, load_catalogue
+from aiproject.domain.assistant.classifier import Classification, ServiceCatalog
+from aiproject.domain.assistant.extract import FactExtractor
+from aiproject.domain.assistant.flow_text import flow_text
+from aiproject.domain.assistant.flow_understanding import Understood
+from aiproject.domain.assistant.interview import Interview
+from aiproject.domain.assistant.session import FlowError
+from aiproject.engines.registry import Engines
+
+
+class CatalogueUnderstanding:
+    """Classifies with the catalogue, interviews with :class:`Interview`."""
+
+    def __init__(
+        self, catalog: ServiceCatalog, extractor: FactExtractor, *, max_questions: int
+    ) -> None:
+        self.catalog = catalog
+        self.extractor = extractor
+        self.max_questions = max_questions
+
+    def _items(self, item_ids: Sequence[str]) -> list[ServiceItem]:
+        try:
+            return [self.catalog.by_id[item_id] for item_id in item_ids]
+        except KeyError as err:
+            # The catalogue changed since the handshake (an operator removed the item).
+            raise FlowError("no-item", f"service item {err.args[0]} is gone") from None
+
+    async def understand(self, text: str) -> Understood:
+        """Return the items a request names, the ``classify`` label and the ``flow`` text."""
+        classification = await self.catalog.classify(text)
+        return self._understood(classification)
+
+    def _understood(self, classification: Classification) -> Understood:
+        if not classification.is_service:
+            return Understood((), "", flow_text(()))
+        chosen = [match.item for match in classification.matches]
+        groups = [
+            (match.label, [item for item in self.catalog.items if item.group == match.label])
+            for match in classification.matches
+            if match.is_group
+        ]
+        alternatives = [alt for match in classification.matches for alt in match.alternatives]
+        text = flow_text(chosen, groups=groups, alternatives=alternatives)
+        ids = tuple(item.id for item in chosen)
+        return Understood(ids, classification.label, text)
+
+    def interview(
+        self, item_ids: Sequence[str], known: Mapping[str, object], today: dt.date
+    ) -> Interview:
+        """Return a fresh interview for the items."""
+        return Interview(
+            self._items(item_ids),
+            known,
+            self.extractor,
+            today=today,
+            max_questions=self.max_questions,
+        )
+
+    def normalise(self, known: Mapping[str, object], today: dt.date) -> dict[str, Any]:
+        """Return the valid fields of ``known``, normalised."""
+        record, _problems = records.read_known(known, self.extractor, today)
+        return {field.value: value for field, value in record.items()}
+
+    def summary_tables(
+        self, item_ids: Sequence[str], output: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Return the citizen's info, then one checklist per item."""
+        tables: list[dict[str, Any]] = [dict(output)]
+        for item in self._items(item_ids):
+            tables.append(
+                {
+                    "item": item.name,
+                    "department": item.department,
+                    "materials": list(item.materials),
+                    "steps": list(item.steps),
+                    "fees": item.fees,
+                    "time_limit": item.time_limit,
+                }
+            )
+        return tables
+
+
+async def load_understanding(settings: Settings, engines: Engines) -> CatalogueUnderstanding:
+    """Load the catalogue, embed its examples and load the extractor (once per process)."""
+    items = await asyncio.to_thread(
+        load_catalogue,
+        settings.assistant.catalogue_dirs,
+        builtin=settings.assistant.builtin_catalogue,
+    )
+    catalog = await ServiceCatalog.build(
+        items, await engines.embedding(), await engines.embedding_gate()
+    )
+    extractor = await asyncio.to_thread(FactExtractor.load)
+    return CatalogueUnderstanding(
+        catalog, extractor, max_questions=settings.assistant.max_questions
+    )
