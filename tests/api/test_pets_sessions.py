@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.api.test_pets import (  # noqa: F401 - fixtures
+    FIXTURES,
     OTHER_TOKEN,
     TOKEN,
     client,
@@ -22,6 +26,7 @@ from tests.support.http_server import FakeHTTPServer
 
 PROFILE = "/api/v1.0/ai-b/pet_profile"
 SESSION = "/api/v1.0/ai-b/session"
+PETS = FIXTURES / "pets"
 
 
 async def add_profile(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:  # noqa: F811
@@ -64,19 +69,51 @@ async def test_session_keeps_its_analyses(
     assert reused.status_code == 404
 
 
+async def report(client: httpx.AsyncClient, url: str, session_id: str) -> str:  # noqa: F811
+    """Return the report text of one vomit analysis in ``session_id``."""
+    reply = await summary(client, url, session=session_id, simple=False)
+    return text_of(events(reply.content))
+
+
+def reencoded_data_url(name: str) -> str:
+    """Return ``name`` shrunk to 60 % and re-encoded at JPEG quality 70, as a data: URL."""
+    image = Image.open(PETS / name)
+    smaller = image.resize((image.width * 3 // 5, image.height * 3 // 5), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    smaller.save(buffer, "JPEG", quality=70)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 async def test_repeated_vomiting_in_a_session_raises_urgency(
     client: httpx.AsyncClient,  # noqa: F811
     images: FakeHTTPServer,  # noqa: F811
 ) -> None:
+    """Three different photos are three episodes: the third one is 立即就医."""
+    session_id = await new_session(client)
+    names = ["vomit-food-bile.jpg", "vomit-foam.jpg", "vomit-grass.jpg"]
+    texts = [await report(client, f"{images.base_url}/pets/{name}", session_id) for name in names]
+    assert "【紧急程度】居家观察" in texts[0] and "第2次" not in texts[0]
+    assert "【紧急程度】尽快就医" in texts[1] and "24小时内第2次记录到呕吐" in texts[1]
+    assert "【紧急程度】立即就医" in texts[2] and "24小时内第3次记录到呕吐" in texts[2]
+
+
+async def test_the_same_photo_again_is_not_another_episode(
+    client: httpx.AsyncClient,  # noqa: F811
+    images: FakeHTTPServer,  # noqa: F811
+) -> None:
+    """The same photo three times (and a re-encoded, smaller copy) is one episode."""
     session_id = await new_session(client)
     url = images.base_url + "/pets/vomit-food-bile.jpg"
-    texts = [
-        text_of(events((await summary(client, url, session=session_id, simple=False)).content))
-        for _ in range(3)
-    ]
-    assert "【紧急程度】居家观察" in texts[0]
-    assert "【紧急程度】尽快就医" in texts[1] and "第2次" in texts[1]
-    assert "【紧急程度】立即就医" in texts[2] and "第3次" in texts[2]
+    texts = [await report(client, url, session_id) for _ in range(3)]
+    texts.append(await report(client, reencoded_data_url("vomit-food-bile.jpg"), session_id))
+    for text in texts:
+        assert "【紧急程度】居家观察" in text
+        assert "次记录到呕吐" not in text
+    # A different photo after them is the second episode, not the fifth.
+    second = await report(client, images.base_url + "/pets/vomit-foam.jpg", session_id)
+    assert "【紧急程度】尽快就医" in second and "24小时内第2次记录到呕吐" in second
+    reply = await client.get(f"{SESSION}/{session_id}", params={"token": TOKEN})
+    assert [a["urgency"] for a in reply.json()["analyses"]] == ["watch"] * 4 + ["soon"]
 
 
 async def test_profile_create_and_read(client: httpx.AsyncClient) -> None:  # noqa: F811

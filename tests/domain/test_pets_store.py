@@ -65,6 +65,27 @@ async def test_recent_episodes_count_per_pet_or_per_session(db: Database) -> Non
     assert await store.count_since(module=5, since=since, session_id=s1, pet_profile_id=None) == 2
 
 
+async def test_episode_photos_keep_their_hashes(db: Database) -> None:
+    store = PetStore(db)
+    s1, s2 = await store.add_session("u1"), await store.add_session("u1")
+    for sha, phash in (("a" * 64, "a2c69b3934c6e63c"), ("b" * 64, "cf63301ccbcdcc23")):
+        await store.add_analysis(
+            NewAnalysis(s1, None, 5, "ok", image_sha256=sha, image_phash=phash)
+        )
+    await store.add_analysis(NewAnalysis(s1, None, 5, "stopped", image_sha256="c" * 64))
+    await store.add_analysis(NewAnalysis(s2, None, 5, "ok", image_sha256="d" * 64))
+    since = datetime.now(UTC) - timedelta(hours=24)
+    photos = await store.photos_since(module=5, since=since, session_id=s1, pet_profile_id=None)
+    assert photos == [("a" * 64, "a2c69b3934c6e63c"), ("b" * 64, "cf63301ccbcdcc23")]
+    latest = await store.photos_since(
+        module=5, since=since, session_id=s1, pet_profile_id=None, limit=1
+    )
+    assert latest == [("b" * 64, "cf63301ccbcdcc23")]
+    assert await store.photos_since(module=5, since=since, session_id=s2, pet_profile_id=None) == [
+        ("d" * 64, "")
+    ]
+
+
 async def test_migration_downgrades_and_upgrades(db: Database) -> None:
     config = Config()
     config.set_main_option("script_location", str(files("aiproject.store").joinpath("migrations")))

@@ -62,6 +62,7 @@ class PetAnalysisRow(Base):
     urgency: Mapped[str] = mapped_column(String(16), default="")
     image_url: Mapped[str] = mapped_column(String(512), default="")
     image_sha256: Mapped[str] = mapped_column(String(64), default="")
+    image_phash: Mapped[str] = mapped_column(String(16), default="", server_default="")
     findings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(
@@ -111,6 +112,7 @@ class NewAnalysis:
     urgency: str = ""
     image_url: str = ""
     image_sha256: str = ""
+    image_phash: str = ""  # perceptual hash of the decoded picture (16 hex digits)
     findings: dict[str, Any] | None = None
     text: str = ""
 
@@ -207,6 +209,7 @@ class PetStore:
                 urgency=analysis.urgency,
                 image_url=analysis.image_url[:512],
                 image_sha256=analysis.image_sha256,
+                image_phash=analysis.image_phash,
                 findings=analysis.findings or {},
                 text=analysis.text,
             )
@@ -246,3 +249,31 @@ class PetStore:
             query = query.where(PetAnalysisRow.session_id == session_id)
         async with self.db.session() as session:
             return int(await session.scalar(query) or 0)
+
+    async def photos_since(
+        self,
+        *,
+        module: int,
+        since: datetime,
+        session_id: str,
+        pet_profile_id: int | None,
+        outcome: str = "ok",
+        limit: int = 500,
+    ) -> list[tuple[str, str]]:
+        """Return (SHA-256, perceptual hash) of the photos of analyses that count_since counts.
+
+        Oldest first, at most ``limit`` (the most recent ones when there are more).
+        """
+        query = select(PetAnalysisRow.image_sha256, PetAnalysisRow.image_phash).where(
+            PetAnalysisRow.module == module,
+            PetAnalysisRow.outcome == outcome,
+            PetAnalysisRow.created_at >= since,
+        )
+        if pet_profile_id is not None:
+            query = query.where(PetAnalysisRow.pet_profile_id == pet_profile_id)
+        else:
+            query = query.where(PetAnalysisRow.session_id == session_id)
+        query = query.order_by(PetAnalysisRow.id.desc()).limit(limit)
+        async with self.db.session() as session:
+            rows = (await session.execute(query)).all()
+        return [(str(sha), str(phash)) for sha, phash in reversed(rows)]

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiproject.config import Settings
 from aiproject.domain.images import QualityThresholds, measure_quality
+from aiproject.domain.pets.episodes import PhotoId, distinct_earlier, perceptual_hash
 from aiproject.domain.pets.events import AnalysisEvent, EventKind, stop_events, text_chunks
 from aiproject.domain.pets.recognition import recognition_text
 from aiproject.domain.pets.vomit import VomitMeasurements, measure_vomit, vomit_gate
@@ -92,6 +93,7 @@ class _Record:
     code: str = ""
     urgency: str = ""
     sha256: str = ""
+    phash: str = ""
     findings: dict[str, Any] = field(default_factory=dict)
     text: list[str] = field(default_factory=list)
 
@@ -186,6 +188,7 @@ class PetService:
         record.sha256 = hashlib.sha256(fetched.body).hexdigest()
         try:
             image = await asyncio.to_thread(self._decode, fetched.body)
+            record.phash = await asyncio.to_thread(perceptual_hash, image)
             classifier = await self.engines.image()
             vomit: VomitMeasurements | None = None
             if job.module is Module.VOMIT:
@@ -249,7 +252,7 @@ class PetService:
         vomit: VomitMeasurements,
         vision: VisionLLM | None,
     ) -> AsyncGenerator[AnalysisEvent, None]:
-        facts = await self._facts(job)
+        facts = await self._facts(job, PhotoId(record.sha256, record.phash))
         assessment = assess(vomit, facts)
         record.urgency = assessment.urgency.value
         record.findings["rules"] = list(assessment.rules)
@@ -272,14 +275,16 @@ class PetService:
         for chunk in text_chunks(text, self.settings.pets.chunk_chars):
             yield AnalysisEvent(EventKind.TEXT, chunk)
 
-    async def _facts(self, job: Job) -> PetFacts:
+    async def _facts(self, job: Job, photo: PhotoId) -> PetFacts:
         window = self.settings.pets.repeat_window_hours
-        earlier = await self.store.count_since(
+        photos = await self.store.photos_since(
             module=Module.VOMIT,
             since=datetime.now(UTC) - timedelta(hours=window),
             session_id=job.request.session_id,
             pet_profile_id=job.profile.id if job.profile else None,
         )
+        # Episodes are distinct photos: the same photo sent again is not another episode.
+        earlier = distinct_earlier((PhotoId(sha, phash) for sha, phash in photos), photo)
         p = job.profile
         if p is None:
             return PetFacts(earlier_episodes=earlier, window_hours=window)
@@ -311,6 +316,7 @@ class PetService:
                 # A data: URL is the image itself; keep only what kind it was.
                 image_url=url.split(",", 1)[0] if url[:5].lower() == "data:" else url,
                 image_sha256=record.sha256,
+                image_phash=record.phash,
                 findings=record.findings,
                 text="".join(record.text),
             )
