@@ -20,6 +20,8 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 if [[ -n "$extras" ]]; then
   command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  # A CJK font, so the Chinese kiosk page renders (and its screenshots read) in Chromium.
+  fc-list :lang=zh 2>/dev/null | grep -q . || missing+=(fonts-wqy-microhei)
 fi
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then

@@ -63,7 +63,7 @@ def flow_text(
         return CLARIFY
     paragraphs = [group_question(group, members) for group, members in groups]
     if groups:
-        paragraphs.append("先为您介绍最常办理的一项：")
+        paragraphs.append("先为您介绍最接近的一项：")
     paragraphs.extend(procedure(item) for item in chosen)
     others = [item for item in alternatives if item not in chosen]
     if others:

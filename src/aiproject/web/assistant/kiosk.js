@@ -22,7 +22,7 @@ const LABELS = {
   materials: "所需材料", steps: "办理流程", fees: "费用", time_limit: "办理时限",
 };
 
-const state = { userId: "", hash: "", stream: null, config: null, tts: null, spoken: 0 };
+const state = { userId: "", hash: "", stream: null, config: null, tts: null, spoken: 0, asked: 0 };
 
 function setStep(step, text, isError = false) {
   document.body.dataset.step = step;
@@ -222,6 +222,8 @@ async function interview() {
       continue;
     }
     $("question").textContent = message;
+    state.asked += 1;
+    document.body.dataset.asked = String(state.asked);
     document.body.dataset.question = message;
     speak(message);
     const answer = await nextAnswer(channel);
