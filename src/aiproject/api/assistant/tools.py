@@ -16,7 +16,6 @@ A frame of the wrong kind, or one that cannot be decoded, gets a JSON reply with
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aiproject.api.assistant.audio_out import encode_speech, parse_format, parse_rate
 from aiproject.api.assistant.replies import reason_of, socket_reply
+from aiproject.api.wire.bodies import JSONError, decode_json
 from aiproject.context import AppContext
 from aiproject.domain.assistant.flow_faces import (
     FaceChecker,
@@ -149,8 +149,8 @@ def _tts_text(text: str, max_chars: int) -> str:
     stripped = text.strip()
     if stripped.startswith('"') and stripped.endswith('"') and len(stripped) >= 2:
         try:
-            value = json.loads(stripped)
-        except ValueError:
+            value = decode_json(stripped)
+        except JSONError:  # not JSON after all (or a lone surrogate): say the text as sent
             value = None
         if isinstance(value, str):
             stripped = value.strip()
