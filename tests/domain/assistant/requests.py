@@ -256,7 +256,10 @@ MULTI_REQUESTS: list[tuple[str, tuple[str, ...]]] = [
     ("我要补办身份证，还有户口本也丢了", ("id_card_lost", "hukou_book_reissue")),
     ("想办护照和港澳通行证", ("passport", "hk_macao_permit")),
     ("孩子刚出生，要办出生证明，还要上户口", ("birth_certificate", "newborn_hukou")),
-    ("我被裁员了，想领失业金，另外公积金也想取出来", ("unemployment_benefits", "housing_fund_withdrawal")),
+    (
+        "我被裁员了，想领失业金，另外公积金也想取出来",
+        ("unemployment_benefits", "housing_fund_withdrawal"),
+    ),
     ("驾照到期要换，顺便把新车上个牌", ("driving_license", "vehicle_registration")),
 ]
 

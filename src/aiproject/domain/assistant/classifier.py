@@ -131,11 +131,26 @@ class ServiceCatalog:
         self.gate = gate
         self.thresholds = thresholds or Thresholds()
         self.bm25 = BM25Index([" ".join(item.examples) for item in self.items])
-        examples = [(i, text) for i, item in enumerate(self.items) for text in item.examples]
+        examples = [
+            (i, text)
+            for i, item in enumerate(self.items)
+            for text in (*item.examples, *self._group_examples(item))
+        ]
         self._owner = np.array([i for i, _ in examples], dtype=np.int64)
         self._texts = [text for _, text in examples]
         self._rank_vectors: Vectors | None = None
         self._gate_vectors: Vectors | None = None
+
+    def _group_examples(self, item: ServiceItem) -> tuple[str, ...]:
+        """Return the generic names of a shared group, given equally to every member.
+
+        "我要办身份证" then scores every 身份证 item alike, the call is close within the
+        group, and the match is labelled with the group rather than a guessed member.
+        """
+        members = sum(1 for other in self.items if other.group == item.group)
+        if members < 2 or item.group == item.name:
+            return ()
+        return (item.group, f"办{item.group}", f"我要办{item.group}", f"办理{item.group}")
 
     @classmethod
     async def build(

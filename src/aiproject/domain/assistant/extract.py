@@ -33,7 +33,7 @@ CUES: dict[FieldName, re.Pattern[str]] = {
     F.ADDRESS: re.compile(r"住在|住址|地址|家住|现住|居住"),
     F.HUKOU: re.compile(r"户口|户籍"),
     F.NATIVE_PLACE: re.compile(r"籍贯|老家|祖籍"),
-    F.POLITICAL_STATUS: re.compile(r"政治面貌|党员|团员|无党派|民主党派"),
+    F.POLITICAL_STATUS: re.compile(r"政治面貌|党员|团员|无党派|民主党派|群众"),
     F.MARITAL_STATUS: re.compile(r"婚|单身|丧偶"),
     F.RELIGION: re.compile(r"宗教|信仰|信教|信佛|教徒|穆斯林"),
     F.EDUCATION: re.compile(r"学历|文化程度|毕业|本科|硕士|博士|大专|中专|研究生"),
@@ -43,6 +43,9 @@ _CAREER_FILLER = re.compile(
     r"^(?:我的?|本人)?(?:职业|工作)?(?:是|目前是|现在是)?(?:一[名个位]|个)?|(?:的工作|工作|的)$"
 )
 _CAREER_MAX = 20
+_NO_CAREER = re.compile(r"没有工作|没工作|无业|待业|失业了?$")
+# A free-text field must not take a refusal as its value.
+_NOT_SAYING = re.compile(r"不想说|不知道|跳过|不清楚|不方便|保密|不告诉|算了|^没有$|^无$")
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,16 @@ def clauses(text: str) -> list[str]:
     return [part.strip() for part in _CLAUSE.split(text) if part and part.strip()]
 
 
-def _cued_clause(field: FieldName, text: str) -> str | None:
-    """Return the answer from the cue of ``field`` to the end of its clause."""
+def _cued_clauses(field: FieldName, text: str) -> list[str]:
+    """Return where ``field`` may be said: from its cue on, then the whole clause of the cue.
+
+    "户口在广州" has the place after the cue, "九零年三月五号出生" the date before it.
+    """
     for clause in clauses(text):
         match = CUES[field].search(clause)
         if match:
-            return clause[match.start() :]
-    return None
+            return [clause[match.start() :], clause] if match.start() else [clause]
+    return []
 
 
 class FactExtractor:
@@ -130,11 +136,11 @@ class FactExtractor:
         if field is F.NAME:
             name = self.names.find(text, bare=False)
             return None if name is None else Finding(field, name)
-        scope = _cued_clause(field, text)
-        if scope is None:
-            return None
-        found = self.read(field, scope, bare=False, today=today)
-        return found if found.value is not None else None
+        for scope in _cued_clauses(field, text):
+            found = self.read(field, scope, bare=False, today=today)
+            if found.value is not None:
+                return found
+        return None
 
     def read(self, field: FieldName, text: str, *, bare: bool, today: dt.date) -> Finding:
         """Return the value of ``field`` in ``text``, or a finding with the reason it fails."""
@@ -226,6 +232,10 @@ def _nationality(text: str) -> Finding | None:
 
 
 def _career(text: str) -> Finding | None:
+    if _NO_CAREER.search(text):
+        return Finding(F.CAREER, "无业")
+    if _NOT_SAYING.search(text):
+        return None
     core = _CAREER_FILLER.sub("", text.strip(" 。，,."))
     core = _CAREER_FILLER.sub("", core)
     if not core or re.search(r"\d{3,}", core):

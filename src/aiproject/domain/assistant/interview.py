@@ -106,6 +106,11 @@ class Interview:
         self._fill_from_id()
 
     @property
+    def asking(self) -> FieldName | None:
+        """Return the field the last question asked for (None before one or after the end)."""
+        return self._asked
+
+    @property
     def record(self) -> dict[FieldName, FieldValue]:
         """Return a copy of the normalised record so far."""
         return dict(self._record)
@@ -150,11 +155,8 @@ class Interview:
             self._take(own, step)
         elif not step.touched:
             self._unanswered(asked, own, text, step)
-        if (
-            asked not in self._record
-            and asked not in self._skipped
-            and not step.rejected_field(asked)
-        ):
+        unsettled = asked not in self._record and asked not in self._skipped
+        if unsettled and self._priority is None and not step.rejected_field(asked):
             self._priority = asked
         return step.outcome(done=not self.pending())
 

@@ -51,6 +51,16 @@ class PlaceParser:
         core = strip_place_words(text)
         if not core:
             return None
+        place = self._lookup(core)
+        if place is not None and not place.district and 1 <= len(place.detail) <= 3:
+            # "广州天河": the district said without 区 or 县.
+            for suffix in ("区", "县", "市"):
+                fuller = self._lookup(core + suffix)
+                if fuller is not None and fuller.district and not fuller.detail:
+                    return fuller
+        return place
+
+    def _lookup(self, core: str) -> Place | None:
         row = self._cpca.transform([core], umap=_DISTRICT_DEFAULTS).iloc[0]
         province, city, district, detail = (_cell(row.iloc[i]) for i in range(4))
         if not (province or city or district):

@@ -71,5 +71,5 @@ def small_number(token: str) -> int | None:
 
 
 def joined_digits(text: str) -> str:
-    """Return the digit view with spaces and hyphens between digits removed."""
-    return re.sub(r"(?<=[\dX])[\s\-—–·.]+(?=[\dX])", "", digit_view(text))
+    """Return the digit view without the spaces, hyphens and commas between digits."""
+    return re.sub(r"(?<=[\dX])[\s\-—–·.,，、]+(?=[\dX])", "", digit_view(text))

@@ -1,0 +1,240 @@
+# ruff: noqa: E501  (tables of spoken answers read better one case per line)
+"""Scripted interviews: what the citizen says, in order, and the record that must result.
+
+Each script names the items, the backend's known record, and the answers. ``asked`` lists
+the field each question was about (checked, so a script also pins what is asked and what
+is not); ``record`` is the expected stored output (the fields shown; every other spec
+field must be None).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tests.domain.assistant import ids
+from tests.domain.assistant.ids import spoken
+
+# A test item asking every basic field (no built-in item needs religion, for instance).
+FULL = "full"
+
+
+@dataclass(frozen=True)
+class Script:
+    """One scripted interview."""
+
+    name: str
+    items: tuple[str, ...]
+    answers: tuple[str, ...]
+    asked: tuple[str, ...]
+    record: dict[str, object]
+    known: dict[str, object] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()  # words each re-ask question must contain, in order
+
+
+P = ("passport",)
+LOST = ("id_card_lost",)
+TEMP = ("temporary_id_card",)
+PRINT = ("social_insurance_certificate",)
+WED = ("marriage_registration",)
+REQUIRED_OK = {
+    "name": "李一鸣",
+    "id_card": ids.MALE_1990,
+    "nationality": "汉",
+    "phone": "13812345678",
+}
+BASE = {**REQUIRED_OK, "gender": "男", "birth": "1990-03-05"}
+GZ_ADDR = "广东省广州市天河区体育西路100号"
+GZ_HUKOU = "广东省广州市天河区"
+
+SCRIPTS: list[Script] = [
+    Script("plain answers, passport", P,
+           ("李一鸣", ids.MALE_1990, "汉族", "13812345678", "老师", "广州市天河区体育西路100号", "广州市天河区"),
+           ("name", "id_card", "nationality", "phone", "career", "address", "hukou"),
+           {**BASE, "career": "老师", "address": GZ_ADDR, "hukou": GZ_HUKOU}),
+    Script("spoken numbers", TEMP,
+           ("我叫李一鸣", spoken(ids.MALE_1990), "汉", "幺三八幺二三四五六七八", "户口在广州天河区"),
+           ("name", "id_card", "nationality", "phone", "hukou"),
+           {**BASE, "hukou": GZ_HUKOU}),
+    Script("spoken ID ending in 叉", TEMP,
+           ("刘芳", "一一零一零五一九四九一二三一零零二叉", "回族", "13912345678", "北京朝阳区"),
+           ("name", "id_card", "nationality", "phone", "hukou"),
+           {"name": "刘芳", "id_card": ids.FEMALE_1949, "gender": "女", "birth": "1949-12-31",
+            "nationality": "回", "phone": "13912345678", "hukou": "北京市朝阳区"}),
+    Script("known required info: only the item's basic fields", LOST,
+           ("广州市天河区体育西路100号", "广州天河区"),
+           ("address", "hukou"),
+           {**BASE, "address": GZ_ADDR, "hukou": GZ_HUKOU}, known=dict(REQUIRED_OK)),
+    Script("record complete: nothing asked", LOST, (), (),
+           {**BASE, "address": GZ_ADDR, "hukou": GZ_HUKOU},
+           known={**REQUIRED_OK, "address": GZ_ADDR, "hukou": "广州市天河区"}),
+    Script("short phone then valid", PRINT,
+           ("李一鸣", ids.MALE_1990, "汉", "1381234567", "13812345678", "跳过"),
+           ("name", "id_card", "nationality", "phone", "phone", "email"),
+           dict(BASE), reasons=("您说的是10位",)),
+    Script("bad check digit then valid", PRINT,
+           ("李一鸣", ids.BAD_CHECK, ids.MALE_1990, "汉", "13812345678", "lym@qq.com"),
+           ("name", "id_card", "id_card", "nationality", "phone", "email"),
+           {**BASE, "email": "lym@qq.com"}, reasons=("校验位",)),
+    Script("17 digits then valid", PRINT,
+           ("李一鸣", ids.MALE_1990[:17], ids.MALE_1990, "汉", "13812345678", "没有"),
+           ("name", "id_card", "id_card", "nationality", "phone", "email"),
+           dict(BASE), reasons=("您说的是17位",)),
+    Script("old 15-digit ID then valid", PRINT,
+           ("李一鸣", ids.LEGACY_15, ids.MALE_1990, "汉", "13812345678", "跳过"),
+           ("name", "id_card", "id_card", "nationality", "phone", "email"),
+           dict(BASE), reasons=("18位",)),
+    Script("impossible birth date in the ID then valid", PRINT,
+           ("李一鸣", ids.BAD_MONTH, ids.MALE_1990, "汉", "13812345678", "跳过"),
+           ("name", "id_card", "id_card", "nationality", "phone", "email"),
+           dict(BASE), reasons=("出生日期",)),
+    Script("unknown ethnic group then valid", PRINT,
+           ("李一鸣", ids.MALE_1990, "火星族", "我是壮族", "13812345678", "跳过"),
+           ("name", "id_card", "nationality", "nationality", "phone", "email"),
+           {**BASE, "nationality": "壮"}, reasons=("56个民族",)),
+    Script("ethnic alias", PRINT,
+           ("阿依古丽", ids.FEMALE_2001, "维族", "13612345678", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email"),
+           {"name": "阿依古丽", "id_card": ids.FEMALE_2001, "gender": "女", "birth": "2001-10-01",
+            "nationality": "维吾尔", "phone": "13612345678"}),
+    Script("several facts in the first answer", PRINT,
+           (f"我叫王芳，身份证{ids.FEMALE_2001}，汉族，电话13912345678", "wf@163.com"),
+           ("name", "email"),
+           {"name": "王芳", "id_card": ids.FEMALE_2001, "gender": "女", "birth": "2001-10-01",
+            "nationality": "汉", "phone": "13912345678", "email": "wf@163.com"}),
+    Script("name and phone together, spoken", PRINT,
+           ("我叫李一鸣，电话幺三八幺二三四五六七八", ids.MALE_1990, "汉族", "跳过"),
+           ("name", "id_card", "nationality", "email"),
+           dict(BASE)),
+    Script("correction with a cue while asked something else", PRINT,
+           ("李一鸣", ids.MALE_1990, "汉", "13812345678", "不对，我的电话是13987654321", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email", "email"),
+           {**BASE, "phone": "13987654321"}, reasons=("已改为13987654321",)),
+    Script("bare 不对 re-asks the last answer", PRINT,
+           ("李一鸣", ids.MALE_1990, "汉", "13812345678", "不对，刚才说错了", "13987654321", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email", "phone", "email"),
+           {**BASE, "phone": "13987654321"}, reasons=("重新说一下您的联系电话",)),
+    Script("name corrected later", PRINT,
+           ("李一明", ids.MALE_1990, "不对，我叫李一鸣，汉族", "13812345678", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email"),
+           dict(BASE)),
+    Script("correct the ID number", PRINT,
+           ("王芳", ids.FEMALE_1949, "汉", "13912345678",
+            f"不对，身份证号应该是{ids.FEMALE_2001}", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email", "email"),
+           {"name": "王芳", "id_card": ids.FEMALE_2001, "gender": "女", "birth": "2001-10-01",
+            "nationality": "汉", "phone": "13912345678"}),
+    Script("required field cannot be skipped", PRINT,
+           ("李一鸣", ids.MALE_1990, "汉", "不知道", "13812345678", "跳过"),
+           ("name", "id_card", "nationality", "phone", "phone", "email"),
+           dict(BASE), reasons=("必填",)),
+    Script("optional field skipped with 不想说", ("minimum_living_allowance",),
+           ("不想说", "广州市天河区体育西路100号", "广州天河", "未婚"),
+           ("career", "address", "hukou", "marital_status"),
+           {**BASE, "address": GZ_ADDR, "hukou": GZ_HUKOU, "marital_status": False},
+           known=dict(REQUIRED_OK)),
+    Script("optional field given up after three failures", PRINT,
+           ("abc艾特", "abc艾特qq", "我也说不清楚那个"),
+           ("email", "email", "email"),
+           dict(BASE), known=dict(REQUIRED_OK), reasons=("邮箱地址不完整", "邮箱地址不完整")),
+    Script("spoken email", PRINT, ("幺零九二五五零八艾特qq点com",), ("email",),
+           {**BASE, "email": "10925508@qq.com"}, known=dict(REQUIRED_OK)),
+    Script("address without street then full", LOST,
+           ("广州市天河区", "天河区体育西路100号", "户口在广州天河区"),
+           ("address", "address", "hukou"),
+           {**BASE, "address": GZ_ADDR, "hukou": GZ_HUKOU},
+           known=dict(REQUIRED_OK), reasons=("街道",)),
+    Script("hukou and address in one answer", LOST,
+           ("户口在广州天河区，住在天河区体育西路100号",), ("address",),
+           {**BASE, "address": GZ_ADDR, "hukou": GZ_HUKOU}, known=dict(REQUIRED_OK)),
+    Script("landline phone", PRINT,
+           ("李一鸣", ids.MALE_1990, "汉", "零二零八七六五四三二一", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email"),
+           {**BASE, "phone": "020-87654321"}),
+    Script("landline with extension", PRINT,
+           ("李一鸣", ids.MALE_1990, "汉", "010-65123456转808", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email"),
+           {**BASE, "phone": "010-65123456-808"}),
+    Script("mobile with +86", PRINT,
+           ("李一鸣", ids.MALE_1990, "汉", "+86 138 1234 5678", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email"),
+           dict(BASE)),
+    Script("invalid ID in the known record is asked again", PRINT,
+           (ids.MALE_1990, "跳过"), ("id_card", "email"), dict(BASE),
+           known={**REQUIRED_OK, "id_card": ids.SPEC_EXAMPLE}, reasons=("校验位",)),
+    Script("known record in other spellings", PRINT, ("跳过",), ("email",),
+           {**BASE, "nationality": "满", "marital_status": True, "native_place": "广东省广州市"},
+           known={"name": "李一鸣", "gender": "men", "nationality": "满族", "phone": "138-1234-5678",
+                  "id_card": ids.MALE_1990.lower(), "birth": 19900305, "marital_status": True,
+                  "native_place": "广州", "age": 18, "email": None, "religion": ""}),
+    Script("known gender contradicting the ID is taken from the ID", PRINT, ("跳过",),
+           ("email",), dict(BASE), known={**REQUIRED_OK, "gender": "女"}),
+    Script("spoken gender contradicting the ID is refused", PRINT,
+           ("我是女的", "跳过"), ("email", "email"), dict(BASE),
+           known=dict(REQUIRED_OK), reasons=("身份证号码不一致",)),
+    Script("birth said first, then a matching ID", PRINT,
+           ("我叫李一鸣，九零年三月五号出生", ids.MALE_1990, "汉", "13812345678", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email"),
+           dict(BASE)),
+    Script("birth said first, then an ID of another date", PRINT,
+           ("我叫李一鸣，一九九一年一月一号出生", ids.MALE_1990, "不对，我是九零年三月五号出生的",
+            ids.MALE_1990, "汉", "13812345678", "跳过"),
+           ("name", "id_card", "id_card", "id_card", "nationality", "phone", "email"),
+           dict(BASE), reasons=("不一致",)),
+    Script("empty answer is asked again", PRINT,
+           ("", "李一鸣", ids.MALE_1990, "汉", "13812345678", "跳过"),
+           ("name", "name", "id_card", "nationality", "phone", "email"),
+           dict(BASE), reasons=("没有听清您的姓名",)),
+    Script("ethnic group instead of the name", PRINT,
+           ("我是汉族", "李一鸣", ids.MALE_1990, "13812345678", "跳过"),
+           ("name", "name", "id_card", "phone", "email"),
+           dict(BASE)),  # asked again, without a reason: the answer was understood
+    Script("marriage registration, every field", WED,
+           ("老家是四川成都的", "工程师", "广州市天河区体育西路100号", "广州天河区", "还没结婚", "大学本科"),
+           ("native_place", "career", "address", "hukou", "marital_status", "education"),
+           {**BASE, "native_place": "四川省成都市", "career": "工程师", "address": GZ_ADDR,
+            "hukou": GZ_HUKOU, "marital_status": False, "education": "本科"},
+           known=dict(REQUIRED_OK)),
+    Script("divorced counts as not married", ("divorce_registration",),
+           ("广州市天河区体育西路100号", "广州天河区", "离婚了"),
+           ("address", "hukou", "marital_status"),
+           {**BASE, "address": GZ_ADDR, "hukou": GZ_HUKOU, "marital_status": False},
+           known=dict(REQUIRED_OK)),
+    Script("every basic field, a test item", (FULL,),
+           ("籍贯广州", "跳过", "医生", "北京市朝阳区建国路88号", "户口在北京朝阳", "党员", "已婚",
+            "信佛", "研究生"),
+           ("native_place", "email", "career", "address", "hukou", "political_status",
+            "marital_status", "religion", "education"),
+           {**BASE, "native_place": "广东省广州市", "career": "医生",
+            "address": "北京市朝阳区建国路88号", "hukou": "北京市朝阳区",
+            "political_status": "中共党员", "marital_status": True, "religion": "佛教",
+            "education": "硕士"}, known=dict(REQUIRED_OK)),
+    Script("basic fields volunteered in one go", (FULL,),
+           ("广东广州人，本科学历，群众，不信教，已婚", "跳过", "程序员",
+            "深圳南山区科技园路1号", "户口在深圳南山"),
+           ("native_place", "email", "career", "address", "hukou"),
+           {**BASE, "native_place": "广东省广州市", "education": "本科", "political_status": "群众",
+            "religion": "无", "marital_status": True, "career": "程序员",
+            "address": "广东省深圳市南山区科技园路1号", "hukou": "广东省深圳市南山区"},
+           known=dict(REQUIRED_OK)),
+    Script("two items: union of their fields", ("passport", "social_insurance_certificate"),
+           ("跳过", "会计", "广州市天河区体育西路100号", "广州天河区"),
+           ("email", "career", "address", "hukou"),
+           {**BASE, "career": "会计", "address": GZ_ADDR, "hukou": GZ_HUKOU},
+           known=dict(REQUIRED_OK)),
+    Script("minority name with a middle dot", PRINT,
+           ("买买提·艾力", ids.MALE_1985, "维吾尔族", "15012345678", "跳过"),
+           ("name", "id_card", "nationality", "phone", "email"),
+           {"name": "买买提·艾力", "id_card": ids.MALE_1985, "gender": "男", "birth": "1985-11-20",
+            "nationality": "维吾尔", "phone": "15012345678"}),
+    Script("fillers and spoken style", PRINT,
+           ("嗯，那个，我叫赵敏", "身份证号是" + spoken(ids.FEMALE_2001), "我是汉族的",
+            "手机号是幺五零，幺二三四，五六七八", "没有邮箱"),
+           ("name", "id_card", "nationality", "phone", "email"),
+           {"name": "赵敏", "id_card": ids.FEMALE_2001, "gender": "女", "birth": "2001-10-01",
+            "nationality": "汉", "phone": "15012345678"}),
+    Script("phone with the ID read in the same answer", PRINT,
+           ("陈思", f"{ids.MALE_1995}，电话13712345678", "汉族", "跳过"),
+           ("name", "id_card", "nationality", "email"),
+           {"name": "陈思", "id_card": ids.MALE_1995, "gender": "男", "birth": "1995-02-28",
+            "nationality": "汉", "phone": "13712345678"}),
+]  # fmt: skip
