@@ -16,6 +16,7 @@ import pytest
 
 from aiproject.config import Settings
 from aiproject.domain.assistant.flow_understanding import Understanding
+from aiproject.engines.audio import encode_wav
 from aiproject.engines.registry import Engines
 from aiproject.store.assistant import AssistantStore
 from tests.api.assistant_support import (
@@ -359,3 +360,22 @@ async def test_face_train_wants_one_person_and_stops_past_its_budget(
         ("error", "expected-image"),
         ("fail", "over-budget"),
     ]
+
+
+async def test_a_qna_answer_may_be_spoken(rig: Rig) -> None:
+    info = {"name": "李雷", "id_card": LI_LEI_ID, "phone": "13812345678"}
+    shake = await rig.handshake("u1", "我想办护照", info)
+    speech = await (await rig.ctx.engines.tts()).synthesize("我是汉族")
+    wav = encode_wav(speech.pcm, speech.sample_rate)
+    hello = {"user_id": "u1", "type": "qna", "hash": shake["hash"]}
+    async with rig.socket(hello) as ws:
+        first = await receive(ws)
+        assert isinstance(first, str) and "民族" in first
+        await ws.send(b"RIFF\x00\x00\x00\x00WAVEjunk")  # not audio: refused, still asked
+        refused = await receive_json(ws)
+        await ws.send(wav)
+        following = await receive(ws)
+    assert (refused["message"], refused["reason"]) == ("error", "bad-audio")
+    assert isinstance(following, str) and "民族" not in following
+    session = await AssistantStore(rig.ctx.db).session(shake["hash"])
+    assert session is not None and session.record.get("nationality") == "汉"

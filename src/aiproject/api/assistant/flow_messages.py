@@ -124,15 +124,24 @@ def relaxed_json(text: str) -> str:
                 assert word is not None
                 out.append(word.group(0))
                 i = word.end()
+        elif char == "," and _closes_next(text, i + 1):
+            i += 1  # a trailing comma
         else:
             out.append(char)
             i += 1
-    return _TRAILING_COMMA.sub(r"\1", "".join(out))
+    return "".join(out)
 
 
 _BARE_KEY = re.compile(r"([A-Za-z_]\w*)\s*:")
 _WORD = re.compile(r"\w+")
-_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_BLANK = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
+
+
+def _closes_next(text: str, at: int) -> bool:
+    """Say whether the next thing after blanks and comments closes an object or array."""
+    end = _BLANK.match(text, at)
+    position = end.end() if end else at
+    return position < len(text) and text[position] in "}]"
 
 
 def _expects_key(out: list[str]) -> bool:
