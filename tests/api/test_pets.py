@@ -247,6 +247,9 @@ async def test_no_cat_or_dog_streams_the_spec_example(
         ("/images/coffee.jpg", "没有看到呕吐物"),
         ("/images/astronaut.jpg", "没有看到呕吐物"),
         ("/images/cat-chelsea.jpg", "没有看到呕吐物"),  # the pet itself, not its vomit
+        ("/pets/not-vomit-plate.jpg", "没有看到呕吐物"),  # a meal on a plate
+        ("/pets/not-vomit-dried-mud.jpg", "连同周围地面"),  # one surface fills the frame
+        ("/pets/not-vomit-burlap.jpg", "没有看到呕吐物"),
         ("/pets/vomit-dark.jpg", "太暗"),
         ("/pets/vomit-blurred.jpg", "太模糊"),
         ("/pets/vomit-small.jpg", "尺寸太小"),

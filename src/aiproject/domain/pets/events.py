@@ -33,7 +33,8 @@ STOP_REASONS: dict[str, tuple[str, ...]] = {
     "image-too-dark": ("图片", "太暗", ", 请在光线充足处重新拍摄"),
     "image-too-blurred": ("图片", "太模糊", ", 请对焦后重新拍摄"),
     "no-pet": ("图片", "里面", "没有猫狗"),
-    "no-vomit": ("图片", "里面", "没有看到呕吐物", ", 请重新上传"),
+    # The embedded analysis needs the floor around the vomit to tell one from the other.
+    "no-vomit": ("图片", "里面", "没有看到呕吐物", ", 请连同周围地面一起拍摄后重新上传"),
 }
 
 

@@ -214,7 +214,7 @@ class PetService:
                 return
             vision = await self.engines.vision()
             gate = vomit_gate(
-                (labels[0].index, labels[0].score),
+                [(label.index, label.score) for label in labels],
                 guess.score if guess else 0.0,
                 vomit,
                 veto_score=self.settings.pets.veto_score,

@@ -10,6 +10,7 @@ numbers into words and urgency.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
@@ -58,6 +59,9 @@ class VomitMeasurements:
     strands: int  # long thin shapes that are neither red nor green (hair, string, plastic)
     grass: int  # long thin green shapes
     edge_density: float  # Canny edges per subject pixel: 0 for a smooth puddle
+    # How much of the best ellipse around the subject runs along edges (0-1): a plate's rim,
+    # a bowl, a disc. Vomit has ragged outlines.
+    dish_support: float = 0.0
 
     def share(self, colour: Colour) -> float:
         """Return the share of the subject in ``colour``."""
@@ -198,6 +202,7 @@ def measure_vomit(image: RGBImage) -> VomitMeasurements:
     colours = {c.value: round(float(counts[i]) / total, 4) for i, c in enumerate(Colour)}
     pieces, strands, grass = _shapes(small, subject, classes)
     edges = cv2.Canny(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), 60, 160) > 0
+    dish = 0.0 if whole else dish_support(small, subject)
     return VomitMeasurements(
         subject_share=round(float(subject.mean()), 4),
         whole_picture=whole,
@@ -206,15 +211,88 @@ def measure_vomit(image: RGBImage) -> VomitMeasurements:
         strands=strands,
         grass=grass,
         edge_density=round(float((edges & subject).sum()) / total, 4),
+        dish_support=round(dish, 4),
     )
 
 
-# ImageNet classes a photo of vomit may be mistaken for (dishes, mushy food, fungi, rags, mats,
-# paper towels). A confident top class outside this set (an espresso, a missile, a web page)
-# says the photo shows something else.
+def _ellipse_support(near_edge: Mask, ellipse: cv2.typing.RotatedRect) -> float:
+    """Return the share of the ellipse's outline that lies on an edge (0 if it leaves the frame)."""
+    (cx, cy), (w, h), angle = ellipse
+    t = np.linspace(0, 2 * np.pi, 180, endpoint=False)
+    a = np.deg2rad(angle)
+    x = cx + w / 2 * np.cos(t) * np.cos(a) - h / 2 * np.sin(t) * np.sin(a)
+    y = cy + w / 2 * np.cos(t) * np.sin(a) + h / 2 * np.sin(t) * np.cos(a)
+    height, width = near_edge.shape
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    if inside.mean() < 0.9:
+        return 0.0
+    xi = np.clip(np.round(x).astype(int), 0, width - 1)
+    yi = np.clip(np.round(y).astype(int), 0, height - 1)
+    return float((near_edge[yi, xi] & inside).mean())
+
+
+def dish_support(image: RGBImage, subject: Mask) -> float:
+    """Return how well a large ellipse that holds the subject follows the picture's edges.
+
+    Candidates are ellipses fitted to the subject's outlines and to the curved edges (straight
+    ones, such as grout lines and board joints, are erased first). One counts when it is large
+    (minor axis >= 30 % of the shorter side, not flatter than 2.5:1) and holds >= 90 % of the
+    subject; its support is the share of its outline within 2 px of an edge. A plate's rim
+    scores about 1; the ragged outline of a puddle or pile scores 0.6 or less.
+    """
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    edges = cv2.Canny(cv2.GaussianBlur(grey, (3, 3), 0), 40, 120)
+    near_edge: Mask = cv2.distanceTransform((edges == 0).astype(np.uint8), cv2.DIST_L2, 3) <= 2
+    shortest = min(grey.shape)
+    curved = edges.copy()
+    lines = cv2.HoughLinesP(
+        edges, 1, np.pi / 180, 40, minLineLength=int(0.12 * shortest), maxLineGap=3
+    )
+    for x1, y1, x2, y2 in [] if lines is None else lines[:, 0]:
+        cv2.line(curved, (int(x1), int(y1)), (int(x2), int(y2)), (0,), 5)
+    outlines = [
+        *cv2.findContours(
+            cv2.dilate(curved, np.ones((3, 3), np.uint8)), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE
+        )[0],
+        *cv2.findContours(subject.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0],
+    ]
+    subject_pixels = max(1, int(subject.sum()))
+    best = 0.0
+    for outline in outlines:
+        if len(outline) < 0.3 * shortest:
+            continue
+        ellipse = cv2.fitEllipse(outline)
+        minor, major = sorted(ellipse[1])
+        if minor < 0.3 * shortest or minor < 0.4 * major:
+            continue
+        inside = np.zeros(grey.shape, np.uint8)
+        cv2.ellipse(inside, ellipse, (1,), -1)
+        if (subject & (inside > 0)).sum() < 0.9 * subject_pixels:
+            continue
+        best = max(best, _ellipse_support(near_edge, ellipse))
+    return best
+
+
+# ImageNet classes a photo of vomit may be mistaken for: mushy or amorphous food, fungi, rags,
+# mats, towels. A confident top class outside this set (an espresso, a missile, a banana, a web
+# page) says the photo shows something else. Whole fruit, vegetables and bread are left out:
+# vomit does not look like a banana.
 MESS_LIKE_CLASSES = frozenset(
-    [*range(923, 966), *range(991, 998), 434, 533, 539, 599, 700, 741, 885, 911, 999]
+    [
+        *(924, 925, 926, 927, 928, 935, 940, 956, 958, 959, 960, 961, 962, 963, 964, 965),
+        *range(991, 998),  # fungi
+        *(434, 533, 539, 599, 700, 741, 885, 911, 999),  # towels, rags, mats, rugs, wool
+    ]
 )
+
+# Tableware and table settings: plate, soup and mixing bowls, tray, dining table, restaurant,
+# frying pan, wok, plate rack, cup, coffee mug, crock pot, Dutch oven, caldron, espresso.
+DISH_CLASSES = frozenset(
+    [923, 809, 659, 868, 532, 762, 567, 909, 729, 968, 504, 521, 544, 469, 967]
+)
+DISH_SCORE = 0.3  # summed probability of DISH_CLASSES that says "a meal is served"
+DISH_OUTLINE = 0.8  # dish_support from which the subject lies on a plate or in a bowl
+MIN_EDGE_DENSITY = 0.02  # below this the subject is featureless (a shadow, a sky, a wall)
 
 
 class GateResult(StrEnum):
@@ -222,12 +300,14 @@ class GateResult(StrEnum):
 
     PET = "pet"  # the classifier is sure it shows a cat or a dog (the pet, not its vomit)
     SOMETHING_ELSE = "something-else"  # the classifier is sure it shows another thing
-    NO_SUBJECT = "no-subject"  # nothing stands out from the floor
+    DISH = "dish"  # a plate, a bowl or a table setting: a meal, not vomit
+    NO_SUBJECT = "no-subject"  # nothing stands out from the floor, or it has no texture
+    NO_FLOOR = "no-floor"  # the frame is one surface: a carpet, soil, a dish of food, a wall
     NOT_VOMIT_COLOURS = "not-vomit-colours"
 
 
 def vomit_gate(
-    top: tuple[int, float],
+    labels: Sequence[tuple[int, float]],
     pet_score: float,
     m: VomitMeasurements,
     *,
@@ -237,23 +317,31 @@ def vomit_gate(
     """Return why the photo does not look like vomit, or None when it may.
 
     Args:
-        top: the most probable ImageNet class and its probability.
+        labels: ImageNet classes and their probabilities, most probable first (top 20).
         pet_score: the summed probability of the cat and dog classes.
         m: the measurements of the photo.
         veto_score: how sure the classifier must be to veto.
-        colours: also require vomit-like colours (off when a vision model judges the photo).
+        colours: also judge the measurements (off when a vision model judges the photo).
     """
     if pet_score >= veto_score:
         return GateResult.PET
-    if top[1] >= veto_score and top[0] not in MESS_LIKE_CLASSES:
+    top, top_score = labels[0] if labels else (-1, 0.0)
+    if top_score >= veto_score and top not in MESS_LIKE_CLASSES:
         return GateResult.SOMETHING_ELSE
     if not colours:
         return None
-    # Nothing stands out, or the frame is a featureless surface (a wall, a sheet of paper).
-    if m.subject_share < 0.02 or (m.whole_picture and m.edge_density < 0.02):
+    if sum(score for index, score in labels if index in DISH_CLASSES) >= DISH_SCORE:
+        return GateResult.DISH
+    if m.subject_share < 0.02:
         return GateResult.NO_SUBJECT
-    # Without a floor to tell the subject apart the whole frame must look like vomit.
-    needed = 0.8 if m.whole_picture else 0.6
-    if m.vomit_colour_share < needed or m.share(Colour.DYE) >= 0.3:
+    # Without a floor around it nothing tells vomit from the surface it would lie on: a rug,
+    # soil, a dish of food and a close-up of vomit all fill the frame with brown texture.
+    if m.whole_picture:
+        return GateResult.NO_FLOOR
+    if m.edge_density < MIN_EDGE_DENSITY:
+        return GateResult.NO_SUBJECT
+    if m.dish_support >= DISH_OUTLINE:
+        return GateResult.DISH
+    if m.vomit_colour_share < 0.6 or m.share(Colour.DYE) >= 0.3:
         return GateResult.NOT_VOMIT_COLOURS
     return None
