@@ -113,7 +113,8 @@ class LLMSettings(StrictModel):
     chat_format: str = ""
     # KV cache cells shared by every chat in progress; one chat's prompt and answer must fit.
     n_ctx: int = Field(default=8192, ge=256)
-    n_threads: int | None = None
+    # llama.cpp threads; empty: half the CPUs (the rest for speech; see docs/deployment.md).
+    n_threads: int | None = Field(default=None, ge=1)
     # Chats decoded together, one token each per step; more wait in line (FIFO).
     parallel: int = Field(default=4, ge=1, le=32)
     # Past this many chats waiting, or this long waiting, a new chat is refused as busy.

@@ -87,6 +87,15 @@ _NATIVE_LOG = llama_cpp.llama_log_callback(_route_native_log)
 llama_cpp.llama_log_set(_NATIVE_LOG, ctypes.c_void_p(0))
 
 
+def default_threads() -> int:
+    """Return half the CPUs (llama.cpp's own default): the rest stays free for ASR and TTS.
+
+    ggml's worker threads spin at barriers, so with every core taken a busy neighbour stalls
+    each step: measured on 2 busy cores, 2 threads ran batches several times slower than 1.
+    """
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 class LlamaCppLLM(LLM):
     """A GGUF chat model run in-process by llama.cpp, serving many chats at once."""
 
@@ -115,7 +124,7 @@ class LlamaCppLLM(LLM):
             self._decoder = Decoder(
                 self._model,
                 n_ctx=settings.n_ctx,
-                n_threads=settings.n_threads or os.cpu_count() or 1,
+                n_threads=settings.n_threads or default_threads(),
                 parallel=settings.parallel,
                 max_waiting=settings.max_waiting,
                 prime=self._tokenize("Hello, how are you?", False),
