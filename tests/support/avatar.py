@@ -224,7 +224,7 @@ class AvatarClient:
 
     async def wait_frames(self, video: int = 0, audio: int = 0, after: int = 0) -> None:
         """Wait until this many video and audio frames arrived at or after ``after``."""
-        await until(
+        await self.until(
             lambda: (
                 sum(1 for s in self.video if s.seq >= after) >= video
                 and sum(1 for h in self.audio if h.seq >= after) >= audio

@@ -63,6 +63,7 @@ function listen() {
   show("sentence_start", (data) => log(`说: ${data.text}`));
   show("performance_start", () => log("表演开始"));
   show("performance_end", () => log("表演结束"));
+  show("record_start", () => log("开始录制"));
   show("record_end", (data) => log(`录像完成 ${data.duration_s.toFixed(1)} s`));
   show("error", (data) => log(`错误 ${data.code}: ${data.message}`, true));
   show("session_end", (data) => {
