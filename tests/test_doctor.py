@@ -22,7 +22,7 @@ async def test_every_required_engine_passes_its_smoke_test(engines: Engines) -> 
     assert "欢迎" in by_name["asr"].detail or "政务" in by_name["asr"].detail
     assert "1 speech span" in by_name["vad"].detail or "2 speech span" in by_name["vad"].detail
     assert "read 'AIPROJECT 2026' (as drawn)" in by_name["ocr"].detail
-    assert "test-grade" in by_name["llm"].detail
+    assert "qwen2.5-coder" in by_name["llm"].detail
     assert not by_name["vision"].required
     assert doctor.healthy(checks)
 

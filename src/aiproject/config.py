@@ -124,6 +124,13 @@ class LLMSettings(StrictModel):
     temperature: float = Field(default=0.7, ge=0, le=2)
     openai: OpenAICompat = OpenAICompat()
 
+    @property
+    def capable(self) -> bool:
+        """Say whether the model can be trusted with facts and routing (not the 0.5B)."""
+        return (
+            self.backend == "openai" or self.model_path is not None or self.model != "qwen2.5-0.5b"
+        )
+
 
 class ASRSettings(StrictModel):
     """Speech recognition."""

@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from aiproject.config import LLMSettings
-from aiproject.engines.llm.base import ChatMessage, GenerationOptions, Role, UsageMeter
+from aiproject.engines.llm.base import (
+    ChatMessage,
+    GenerationOptions,
+    Role,
+    UsageMeter,
+    warm_in_background,
+)
 from aiproject.engines.llm.llama_cpp import LlamaCppLLM
 from aiproject.engines.models import ModelStore
 
@@ -141,3 +147,13 @@ async def test_warm_runs_alongside_chats_without_blocking_them(two_slots: LlamaC
         report = await warming
     assert answer.usage.completion_tokens > 0
     assert report.prefix_tokens == await prefix_tokens(two_slots, system)
+
+
+async def test_warming_in_the_background_skips_what_fails(one_slot: LlamaCppLLM) -> None:
+    task = warm_in_background(one_slot, [[PET], [], [GUIDE]])  # the empty prefix is refused
+    async with asyncio.timeout(TIMEOUT_S):
+        reports = await task
+    assert [report.prefix_tokens for report in reports] == [
+        await prefix_tokens(one_slot, PET),
+        await prefix_tokens(one_slot, GUIDE),
+    ]

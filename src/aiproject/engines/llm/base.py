@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -9,7 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from aiproject.engines.errors import BadInput
+from aiproject.engines.errors import BadInput, EngineError
+
+log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -206,3 +210,24 @@ class LLM(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
+
+
+def warm_in_background(
+    llm: LLM, prefixes: Sequence[Sequence[ChatMessage]]
+) -> asyncio.Task[list[WarmReport]]:
+    """Start warming each surface's fixed prefix, one after another, without waiting for it.
+
+    Each prefix waits its turn like a request, so serving is never blocked; a prefix that
+    fails (busy, unreachable server) is logged and skipped. Await the task for the reports.
+    """
+
+    async def warm_all() -> list[WarmReport]:
+        reports: list[WarmReport] = []
+        for prefix in prefixes:
+            try:
+                reports.append(await llm.warm(prefix))
+            except EngineError as err:
+                log.warning("llm prefix not warmed code=%s error=%r", err.code, err.message)
+        return reports
+
+    return asyncio.create_task(warm_all(), name="llm-warm")

@@ -186,6 +186,8 @@ class LlamaCppLLM(LLM):
 
     async def warm(self, prefix: Sequence[ChatMessage]) -> WarmReport:
         """Evaluate ``prefix`` once and keep it for every request that starts with it."""
+        if not prefix:
+            raise BadInput("empty-messages", "a prefix needs at least one message")
         tokens = await self._tokenizer_pool.run(lambda: self._template.prefix(prefix))
         started = time.perf_counter()
         pinned = Usage(prompt_tokens=0, completion_tokens=0)
