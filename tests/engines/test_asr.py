@@ -9,6 +9,7 @@ import io
 import socket
 import sys
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -229,13 +230,43 @@ async def test_concurrent_requests_each_get_their_own_transcript(whisper: Whispe
     assert cer("帮我打开客厅的灯", chinese.text) <= MAX_CER, chinese.text
 
 
-async def test_cancelled_transcription_frees_the_engine(whisper: WhisperASR) -> None:
-    long_audio = np.concatenate([s.floats() for s in samples()])  # 24 s: one whisper window
-    task = asyncio.create_task(whisper.transcribe(long_audio, language="en"))
-    await asyncio.sleep(0.2)
+def long_speech(max_seconds: float) -> Floats:
+    """Return the fixtures one after another, as often as fits: several 30-s whisper windows."""
+    clips = [s.floats() for s in samples()]
+    once = sum(clip.size for clip in clips)
+    return np.concatenate(clips * int(max_seconds * RATE // once))
+
+
+async def until(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Wait for a condition on a counter that cannot be awaited (checked every 10 ms)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_cancelled_transcription_stops_decoding_and_frees_the_engine(
+    whisper: WhisperASR,
+) -> None:
+    audio = long_speech(whisper.max_seconds)
+    before = whisper.windows_decoded_total
+    await asyncio.wait_for(whisper.transcribe(audio), 600)
+    full = whisper.windows_decoded_total - before
+    assert full >= 3, full  # whisper decodes 30 s at a time
+
+    started = whisper.windows_decoded_total
+    task = asyncio.create_task(whisper.transcribe(audio))
+    # The first window is decoded: whisper is inside the long audio, with most of it to go.
+    await until(lambda: whisper.windows_decoded_total > started, 600)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # Cancelling waits for the window in progress, so this count is final: decoding stopped
+    # there instead of running through the rest of the audio (measured: 1 or 2 of 4).
+    cancelled = whisper.windows_decoded_total - started
+    assert cancelled < full, (cancelled, full)
+
     result = await asyncio.wait_for(whisper.transcribe(GOFORWARD.floats(), language="en"), 120)
     assert has_go_forward_ten_meters(result.text), result.text
 

@@ -207,16 +207,38 @@ async def test_cached_prompt_tokens_come_from_the_usage_details(
     assert final.evaluated_tokens == 5
 
 
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("", 0),
+        ("a", 1),
+        ("abcd", 1),
+        ("abcde", 2),
+        ("Hello the", 3),
+        ("naïve café", 3),  # accented Latin letters are narrow: 10 characters
+        ("😀", 1),
+        ("你好", 2),
+        ("今天天气很好。", 7),  # the ideographic full stop counts as wide
+        ("你好, world", 4),  # 2 wide + ceil(7 / 4)
+        ("カタカナ", 4),
+        ("안녕하세요", 5),
+        ("ＡＢＣ", 3),  # full-width forms
+    ],
+)
+def test_estimate_tokens_counts_wide_characters_one_each_and_others_four_to_a_token(
+    text: str, tokens: int
+) -> None:
+    assert estimate_tokens(text) == tokens
+
+
 async def test_missing_usage_is_estimated(llm: OpenAICompatLLM, server: FakeHTTPServer) -> None:
     routed(server, Reply.sse(ANSWER))
 
     usage = (await collect(llm))[-1].usage
 
-    # Documented fallback: estimate_tokens per message plus 4 template tokens each.
-    prompt = estimate_tokens("Be brief.") + estimate_tokens("Say hello.") + 2 * 4
-    assert usage == Usage(
-        prompt_tokens=prompt, completion_tokens=estimate_tokens("Hello!"), estimated=True
-    )
+    # Documented fallback: "Be brief." and "Say hello." are 3 estimated tokens each, plus 4
+    # template tokens per message; "Hello!" is 2.
+    assert usage == Usage(prompt_tokens=14, completion_tokens=2, estimated=True)
 
 
 async def test_meter_gets_the_servers_usage(llm: OpenAICompatLLM) -> None:
@@ -246,11 +268,9 @@ async def test_stream_closed_early_meters_the_estimate_of_what_arrived(
         first = await anext(stream)
     assert first.text == "Hel"
 
-    # The server's usage never came: the documented estimate of the prompt and of "Hel".
-    prompt = estimate_tokens("Be brief.") + estimate_tokens("Say hello.") + 2 * 4
-    assert meter.usage() == Usage(
-        prompt_tokens=prompt, completion_tokens=estimate_tokens("Hel"), estimated=True
-    )
+    # The server's usage never came: the documented estimate of the prompt (3 + 3 + 2 * 4)
+    # and of "Hel" (1).
+    assert meter.usage() == Usage(prompt_tokens=14, completion_tokens=1, estimated=True)
 
 
 async def test_failed_stream_meters_the_estimate_of_what_arrived(
@@ -261,7 +281,7 @@ async def test_failed_stream_meters_the_estimate_of_what_arrived(
 
     with pytest.raises(RemoteError):
         await collect(llm, GenerationOptions(meter=meter))
-    assert meter.completion_tokens == estimate_tokens("Hello the")
+    assert meter.completion_tokens == 3  # "Hello the": 9 characters
     assert meter.estimated
 
 

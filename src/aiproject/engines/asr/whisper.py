@@ -83,6 +83,11 @@ class WhisperASR(ASR):
                 f"asr: engines.asr.language={asr.language!r} is unknown to whisper",
             )
         self._pool = BlockingPool("asr-whisper", workers)
+        # Windows (whisper decodes speech 30 s at a time) decoded since load, counted at
+        # their first segment: the work done, for tests; a transcription whose caller went
+        # away stops adding to it after the window in progress.
+        self.windows_decoded_total = 0
+        self._counting = threading.Lock()
 
     def describe(self) -> str:
         """Return the backend, model and decoding settings."""
@@ -144,7 +149,12 @@ class WhisperASR(ASR):
                 condition_on_previous_text=False,
             )
             detected.append(str(info.language))
+            window = None
             for piece in pieces:
+                if piece.seek != window:
+                    window = piece.seek
+                    with self._counting:
+                        self.windows_decoded_total += 1
                 if stop.is_set():
                     return
                 if is_known_hallucination(piece.text):
