@@ -30,6 +30,7 @@ from aiproject.engines.tts.kokoro import (
     kokoro_text,
     load_vocab,
     split_clauses,
+    stream_pieces,
     voice_styles,
 )
 from aiproject.engines.tts.text import normalize_zh_numbers
@@ -119,6 +120,16 @@ def test_clauses_are_cut_at_clause_marks() -> None:
         "他说。",
     ]
     assert split_clauses("，，。") == []
+
+
+def test_a_long_first_clause_is_cut_after_a_few_words(kokoro: KokoroTTS) -> None:
+    # jieba's dictionary is loaded (the engine warmed up), so the cut is made.
+    assert stream_pieces("请带上户口本和一寸照片到政务大厅办理。好的。") == [
+        "请带上户口本",  # not "…户口本和": a one-character word does not end the head
+        "和一寸照片到政务大厅办理。",
+        "好的。",
+    ]
+    assert stream_pieces("您好，请问办理什么业务？") == ["您好，", "请问办理什么业务？"]
 
 
 def test_every_phoneme_of_the_fixtures_is_in_the_vocabulary(kokoro: KokoroTTS) -> None:

@@ -28,7 +28,7 @@ from aiproject.engines.models import ModelStore
 from aiproject.engines.tts.base import TTS, AudioChunk
 from aiproject.engines.tts.espeak import MANDARIN, EspeakTTS
 from aiproject.engines.tts.kokoro import VOICE_SHA256 as KOKORO_VOICES
-from aiproject.engines.tts.kokoro import KokoroTTS, split_clauses
+from aiproject.engines.tts.kokoro import KokoroTTS, stream_pieces
 from aiproject.engines.tts.text import (
     Script,
     check_speed,
@@ -227,7 +227,7 @@ class AutoTTS(TTS):
         plan = self._plan(voice, speed)
         prepared = prepare_text(text, self.max_chars)
         if plan.han_to_mandarin and plan.mandarin is Prefer.QUALITY:
-            sentences = split_clauses(prepared)
+            sentences = stream_pieces(prepared)
         else:
             sentences = split_sentences(prepared, first_max_chars=FIRST_PIECE_CHARS)
 

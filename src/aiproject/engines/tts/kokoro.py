@@ -5,9 +5,10 @@ token ids with the model's vocabulary, and one ONNX call per clause turns them i
 the chosen voice. The model comes from ``aiproject prepare`` (four PyPI part packages); the two
 Mandarin voices and the vocabulary ship in ``data/kokoro`` (see its NOTICE.md).
 
-Streaming cuts the text at ``，。！？；`` (and their ASCII forms), so the first audio costs the
-first clause only; the next clause is synthesised while the current one is being consumed, at
-most ``lookahead`` clauses ahead, and closing the stream stops synthesis.
+Streaming cuts the text at ``，。！？；`` (and their ASCII forms), and a long first clause after
+its first few words, so the first audio costs a few words only; the next clause is synthesised
+while the current one is being consumed, at most ``lookahead`` clauses ahead, and closing the
+stream stops synthesis.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ MAX_TOKENS = 510
 # A clause longer than this (no punctuation for a while) is cut at spaces, then hard; about
 # 4.5 phoneme symbols per character keeps every piece well inside the context.
 CLAUSE_MAX_CHARS = 48
+# A first clause longer than this is cut after its first few words (stream_pieces).
+FIRST_PIECE_CHARS = 10
+FIRST_HEAD_CHARS = 8
 _CLAUSE_BREAK = frozenset("，,；;")
 _CLOSERS_AND_BREAKS = _CLAUSE_BREAK | frozenset("”’」』）)】》\"'")
 _PUNCTUATION = frozenset("，。！？；：、,.!?;:…—“”（）()《》「」")
@@ -108,6 +112,40 @@ def split_clauses(text: str, max_chars: int = CLAUSE_MAX_CHARS) -> list[str]:
             start = i
         clauses.append(sentence[start:].strip())
     return [clause for clause in clauses if has_speech(clause)]
+
+
+def stream_pieces(text: str) -> list[str]:
+    """Return the pieces to synthesise one by one: clauses, a long first one cut in two.
+
+    A first clause over ``FIRST_PIECE_CHARS`` is cut after a word (jieba's segmentation, once
+    its dictionary is loaded) of at most ``FIRST_HEAD_CHARS``, so that first audio costs a few
+    words rather than the whole clause: about 0.14 s of CPU per character.
+    """
+    pieces = split_clauses(text)
+    if pieces and len(pieces[0]) > FIRST_PIECE_CHARS:
+        head = _first_words(pieces[0])
+        if head and has_speech(pieces[0][len(head) :]):
+            pieces[:1] = [head, pieces[0][len(head) :]]
+    return pieces
+
+
+def _first_words(clause: str) -> str:
+    """Return the longest run of whole words (the last of them not a single character, which
+    is often a particle or conjunction) of 4 to ``FIRST_HEAD_CHARS`` characters, or ""."""
+    try:
+        import jieba
+    except ImportError:
+        return ""
+    if not jieba.dt.initialized:  # loading the dictionary takes a second: not on the loop
+        return ""
+    head = best = ""
+    for word in jieba.lcut(clause):
+        if len(head) + len(word) > FIRST_HEAD_CHARS:
+            break
+        head += word
+        if len(head) >= 4 and len(word.strip()) > 1:
+            best = head
+    return best
 
 
 def kokoro_text(clause: str) -> str:
@@ -220,7 +258,7 @@ class KokoroTTS(TTS):
         styles = self.styles(voice)
         rate = check_speed(self.default_speed if speed is None else speed)
         cleaned = prepare_text(text, self.max_chars)
-        clauses = tuple(c for c in split_clauses(cleaned) if kokoro_text(c))
+        clauses = tuple(c for c in stream_pieces(cleaned) if kokoro_text(c))
         if not clauses:
             raise BadInput(
                 "unsupported-text", "Kokoro speaks Mandarin only; the text has no Chinese to say"
