@@ -7,17 +7,23 @@ import contextlib
 import itertools
 import json
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 import uvicorn
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 from websockets.asyncio.client import ClientConnection, connect
 
 from aiproject.engines.images import RGBImage, decode_image, encode_jpeg
+from aiproject.store.db import Database
+from tests.support.databases import PG_URL
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FACES = FIXTURES / "faces"
@@ -177,3 +183,29 @@ async def until(condition: Callable[[], bool], limit_s: float = TIMEOUT) -> None
             if condition():
                 return
             await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def created_pg_database() -> AsyncIterator[str]:
+    """Yield the URL of a new, empty PostgreSQL database (dropped after); skip without one.
+
+    A database rather than a schema, because a served process only takes a URL.
+    """
+    if not PG_URL.startswith("postgresql"):
+        pytest.skip("needs AIPROJECT_TEST_DATABASE_URL (PostgreSQL)")
+    name = f"t_assistant_{uuid.uuid4().hex[:10]}"
+    admin = Database(PG_URL)
+    try:
+        async with admin.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except SQLAlchemyError as err:  # no CREATEDB privilege
+        await admin.aclose()
+        pytest.skip(f"cannot create a database: {err}")
+    try:
+        yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        async with admin.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        await admin.aclose()

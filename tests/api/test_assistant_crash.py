@@ -29,7 +29,7 @@ from sqlalchemy import text
 from aiproject.store.assistant import AssistantStore, NewSession, Stage
 from aiproject.store.db import Database
 from aiproject.store.models import utcnow
-from tests.support.databases import PG_URL
+from tests.api.assistant_support import created_pg_database
 from tests.support.ports import free_port
 
 OLD = {"name": "李雷", "phone": "13812345678", "email": "old@example.com", "career": "教师"}
@@ -130,25 +130,8 @@ async def store_after_restart(env: dict[str, str], port: int, hash_: str) -> dic
 
 @pytest.fixture
 async def pg_database() -> AsyncIterator[str]:
-    if not PG_URL.startswith("postgresql"):
-        pytest.skip("needs AIPROJECT_TEST_DATABASE_URL (PostgreSQL)")
-    name = f"t_crash_{uuid.uuid4().hex[:10]}"
-    admin = Database(PG_URL)
-    try:
-        async with admin.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as err:  # no CREATEDB privilege
-        await admin.aclose()
-        pytest.skip(f"cannot create a database: {err}")
-    base = PG_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        async with admin.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        await admin.aclose()
+    async with created_pg_database() as url:
+        yield url
 
 
 @pytest.mark.postgres

@@ -185,10 +185,13 @@ async def test_storage_and_summary_are_processing_while_the_interview_runs(rig: 
         for kind in ("storage", "summary"):
             busy = await rig.step(kind, "u1", shake["hash"])
             assert busy == {"user_id": "u1", "type": "processing", "hash": shake["hash"]}
-        # A second qna socket on the same session is refused while this one runs.
-        async with rig.socket(hello) as second:
-            refused = await receive_json(second)
-        assert (refused["message"], refused["reason"]) == ("error", "processing")
+        # A newer qna socket (a reload, a reconnect) takes the interview over; the older one
+        # is told so when it answers (or at its lease's next renewal) and closed.
+        async with rig.socket(hello) as newer:
+            assert await receive(newer) == first
+            await ws.send("李雷")
+            superseded = await receive_json(ws)
+        assert (superseded["message"], superseded["reason"]) == ("error", "superseded")
 
 
 async def test_an_interview_resumes_where_it_stopped(rig: Rig) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+
+import pytest
 
 from aiproject.config import Settings
 from aiproject.context import AppContext
@@ -16,15 +19,35 @@ from aiproject.domain.assistant.session import FlowError
 from aiproject.engines.registry import Engines
 from aiproject.store.assistant import AssistantStore
 from aiproject.store.models import utcnow
-from tests.api.assistant_support import LI_LEI_ANSWERS, LI_LEI_ID, answer_for, receive, until
+from tests.api.assistant_support import (
+    LI_LEI_ANSWERS,
+    LI_LEI_ID,
+    answer_for,
+    created_pg_database,
+    receive,
+    until,
+)
 from tests.api.flow_rig import flow_rig, understanding
 
 __all__ = ["understanding"]  # the session fixture, used by name
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def shared_settings(
+    request: pytest.FixtureRequest, settings: Settings
+) -> AsyncIterator[Settings]:
+    """Settings of worker processes sharing one database: SQLite, and PostgreSQL if set up."""
+    if request.param == "sqlite":
+        yield settings
+        return
+    async with created_pg_database() as url:
+        yield settings.model_copy(update={"database_url": url})
+
+
 async def test_two_workers_share_every_step_of_a_session(
-    settings: Settings, engines: Engines, understanding: Understanding
+    shared_settings: Settings, engines: Engines, understanding: Understanding
 ) -> None:
+    settings = shared_settings
     async with (
         flow_rig(settings, engines, understanding) as first,
         flow_rig(settings, engines, understanding) as second,

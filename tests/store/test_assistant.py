@@ -92,6 +92,20 @@ async def test_one_lease_at_a_time_and_an_expired_lease_can_be_taken_over(db: Da
     assert released.record == {"name": "李雷"}
 
 
+async def test_a_step_of_the_same_kind_may_take_the_lease_over(db: Database) -> None:
+    store = AssistantStore(db)
+    await store.create_session(new_session(), {})
+    now = utcnow()
+    soon = now + timedelta(seconds=30)
+    assert await store.acquire("h1", "qna", "old", now=now, until=soon) is LeaseOutcome.ACQUIRED
+    taken = await store.acquire("h1", "storage", "s", now=now, until=soon, take_over=True)
+    assert taken is LeaseOutcome.HELD  # another kind: never
+    newer = await store.acquire("h1", "qna", "new", now=now, until=soon, take_over=True)
+    assert newer is LeaseOutcome.ACQUIRED
+    assert not await store.renew("h1", "old", until=soon)
+    assert await store.renew("h1", "new", until=soon)
+
+
 async def test_concurrent_acquires_give_the_lease_to_exactly_one(db: Database) -> None:
     store = AssistantStore(db)
     await store.create_session(new_session(), {})

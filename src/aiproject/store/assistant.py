@@ -256,15 +256,28 @@ class AssistantStore:
             return None if row is None else _session_record(row)
 
     async def acquire(
-        self, hash_: str, kind: str, owner: str, *, now: datetime, until: datetime
+        self,
+        hash_: str,
+        kind: str,
+        owner: str,
+        *,
+        now: datetime,
+        until: datetime,
+        take_over: bool = False,
     ) -> LeaseOutcome:
-        """Take the lease of a live session for one step, unless another step holds it."""
+        """Take the lease of a live session for one step, unless another step holds it.
+
+        ``take_over``: a running step of the same kind loses the lease to this one.
+        """
+        free = [AssistantSession.lease_until.is_(None), AssistantSession.lease_until <= now]
+        if take_over:
+            free.append(AssistantSession.lease_kind == kind)
         statement = (
             update(AssistantSession)
             .where(
                 AssistantSession.hash == hash_,
                 AssistantSession.expires_at > now,
-                or_(AssistantSession.lease_until.is_(None), AssistantSession.lease_until <= now),
+                or_(*free),
             )
             .values(lease_kind=kind, lease_owner=owner, lease_until=until, updated_at=now)
         )

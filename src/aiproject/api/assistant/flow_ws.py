@@ -57,11 +57,16 @@ class FlowSocket:
         self.user_id = ""
         self.hash = ""
 
-    async def receive(self, timeout_s: float) -> tuple[bytes | None, str | None]:
-        """Return the next (binary, text) message; raise _Closed when the client left."""
+    async def receive(
+        self, timeout_s: float, lost: asyncio.Event | None = None
+    ) -> tuple[bytes | None, str | None]:
+        """Return the next (binary, text) message; raise _Closed when the client left.
+
+        Raises ``superseded`` when ``lost`` is set first (a newer socket took the session).
+        """
         try:
             async with asyncio.timeout(timeout_s):
-                message = await self.ws.receive()
+                message = await self._next(lost)
         except TimeoutError:
             await self.refuse("answer-timeout", "", code=POLICY_VIOLATION)
             raise _Closed from None
@@ -69,6 +74,20 @@ class FlowSocket:
             raise _Closed
         data, text = message.get("bytes"), message.get("text")
         return (data, None) if data is not None else (None, text or "")
+
+    async def _next(self, lost: asyncio.Event | None) -> Any:
+        if lost is None:
+            return await self.ws.receive()
+        receiving = asyncio.ensure_future(self.ws.receive())
+        losing = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait((receiving, losing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receiving, losing):
+                task.cancel()
+        if receiving.done() and not receiving.cancelled():
+            return receiving.result()
+        raise FlowError("superseded", "a newer qna socket took this interview over")
 
     async def send(self, message: str, **extra: Any) -> None:
         """Send a JSON message in the spec's shape."""
@@ -162,17 +181,17 @@ class FlowSocket:
         async with flow.interview(self.hash, self.user_id) as run:
             while (question := await run.question()) is not None:
                 await self.ws.send_text(question)
-                await run.answer(await self.answer(limits.answer_timeout_s))
+                await run.answer(await self.answer(limits.answer_timeout_s, run.lease.lost))
         # The end is announced only once the session is free again: a storage sent the
         # moment the empty message arrives must not find the interview still holding it.
         await self.ws.send_text("")
         await self.ws.close(1000)
 
-    async def answer(self, timeout_s: float) -> str:
+    async def answer(self, timeout_s: float, lost: asyncio.Event) -> str:
         """Return the citizen's next usable answer, refusing unusable ones in between."""
         limits = self.settings.assistant
         while True:
-            data, text = await self.receive(timeout_s)
+            data, text = await self.receive(timeout_s, lost)
             try:
                 if data is not None:
                     audio = await asyncio.to_thread(

@@ -45,6 +45,8 @@ DETAILS: dict[str, str] = {
     "interview-unfinished": "信息尚未采集完整, 请先完成对话",
     "not-stored": "信息尚未录入, 请先录入",
     "face-taken": "这张人脸已经录入到其他用户名下",
+    "superseded": "本次对话已在新的连接上继续",
+    "processing": "会话正在处理中, 请稍后再试",
     "body-too-large": "请求体太大",
     "body-timeout": "请求体上传超时",
     "answer-timeout": "等待回答超时",

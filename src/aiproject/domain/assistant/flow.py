@@ -197,7 +197,9 @@ class AssistantFlow:
     @asynccontextmanager
     async def interview(self, hash_: str, user_id: str) -> AsyncIterator[InterviewRun]:
         """Hold the session for a qna socket and yield its interview, resumed where it was."""
-        async with self.sessions.step(hash_, user_id, StepKind.QNA) as lease:
+        # A newer qna socket on the session (a reload, a reconnect after a dropped
+        # connection the server has not noticed yet) takes the interview over.
+        async with self.sessions.step(hash_, user_id, StepKind.QNA, take_over=True) as lease:
             session = lease.session
             if not session.items:
                 raise FlowError("no-item", "the handshake matched no service item")
@@ -302,4 +304,5 @@ class InterviewRun:
             self.lease.hash, self.lease.owner, record=record, interview=self.state, stage=stage
         )
         if not saved:
-            raise SessionBusy("qna")
+            self.lease.lost.set()
+            raise FlowError("superseded", "a newer qna socket took this interview over")

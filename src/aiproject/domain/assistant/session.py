@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -52,11 +52,12 @@ def new_hash() -> str:
 
 @dataclass(frozen=True)
 class Lease:
-    """A step's hold on a session."""
+    """A step's hold on a session; ``lost`` is set when another step took it over."""
 
     hash: str
     owner: str
     session: SessionRecord
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Sessions:
@@ -85,36 +86,46 @@ class Sessions:
         return session
 
     @asynccontextmanager
-    async def step(self, hash_: str, user_id: str, kind: StepKind) -> AsyncIterator[Lease]:
-        """Hold the session for one step; raise ``SessionBusy`` if another step holds it."""
+    async def step(
+        self, hash_: str, user_id: str, kind: StepKind, *, take_over: bool = False
+    ) -> AsyncIterator[Lease]:
+        """Hold the session for one step; raise ``SessionBusy`` if another step holds it.
+
+        With ``take_over`` a running step of the same kind loses the session to this one
+        (its ``Lease.lost`` is set at its next renewal, and its writes are refused).
+        """
         session = await self.open(hash_, user_id)
         owner = secrets.token_hex(8)
         now = self.clock()
         until = now + timedelta(seconds=self.settings.lease_s)
-        outcome = await self.store.acquire(hash_, kind.value, owner, now=now, until=until)
+        outcome = await self.store.acquire(
+            hash_, kind.value, owner, now=now, until=until, take_over=take_over
+        )
         if outcome is LeaseOutcome.MISSING:
             raise FlowError("no-handshake", "no live session with this hash for this user_id")
         if outcome is LeaseOutcome.HELD:
             current = await self.store.session(hash_)
             raise SessionBusy(current.lease_kind or "" if current else "")
-        renewer = asyncio.create_task(self._renew(hash_, owner))
+        lease = Lease(hash_, owner, session)
+        renewer = asyncio.create_task(self._renew(lease))
         try:
-            yield Lease(hash_, owner, session)
+            yield lease
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             await asyncio.shield(self.store.release(hash_, owner, expires_at=self.expiry()))
 
-    async def _renew(self, hash_: str, owner: str) -> None:
-        """Keep renewing a lease while its step runs."""
+    async def _renew(self, lease: Lease) -> None:
+        """Keep renewing a lease while its step runs; set ``lost`` when it was taken."""
         period = self.settings.lease_s / 3
         while True:
             await asyncio.sleep(period)
             until = self.clock() + timedelta(seconds=self.settings.lease_s)
             try:
-                if not await self.store.renew(hash_, owner, until=until):
-                    log.warning("assistant: a step lost its session lease")
+                if not await self.store.renew(lease.hash, lease.owner, until=until):
+                    log.info("assistant: a step's session was taken over")
+                    lease.lost.set()
                     return
             except AiProjectError as err:
                 log.warning("assistant: renewing a lease failed: %s", err.message)
