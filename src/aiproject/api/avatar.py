@@ -11,6 +11,7 @@ downloads. docs/protocols/digital-human.md has the choices.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -295,9 +296,13 @@ def create_app(ctx: AppContext, *extra: BaseRoute) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # Load the renderer and the TTS while the first client is still on its way.
+        warming = asyncio.create_task(manager.warm(), name="avatar-warm")
         try:
             yield
         finally:
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
             await manager.aclose()
 
     cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])

@@ -32,6 +32,7 @@ from aiproject.engines.audio import decode_audio, sniff_audio_format
 from aiproject.engines.avatar.base import AvatarRenderer, FloatAudio
 from aiproject.engines.errors import MediaError
 from aiproject.engines.registry import Engines
+from aiproject.errors import AiProjectError
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,14 @@ class SessionManager:
     async def renderer(self) -> AvatarRenderer:
         """Return the process's renderer (loaded on first use)."""
         return await self._engines.avatar()
+
+    async def warm(self) -> None:
+        """Load the renderer and the TTS now, so that the first session does not wait."""
+        try:
+            await self.renderer()
+            await self._engines.tts()
+        except AiProjectError as err:  # the first session will report it in its own shape
+            log.warning("avatar: warming up failed: %s", err)
 
     async def open(self) -> AvatarSession:
         """Create a session, or raise ``too-many-sessions`` at ``max_session``."""
