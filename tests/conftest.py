@@ -17,7 +17,9 @@ from tests.support.databases import backends, migrated_database
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Wiring tests run on the 0.5B model (fast); behaviour tests load the default 1.5B themselves.
-TEST_ENGINES = {"llm": {"model": "qwen2.5-0.5b"}}
+# A long line and no wait limit to speak of: API tests fire dozens of chats at once, and on a
+# busy 2-core machine slowness must not become busy answers (test_llm_scheduler.py tests both).
+TEST_ENGINES = {"llm": {"model": "qwen2.5-0.5b", "max_waiting": 200, "max_wait_s": 900}}
 
 
 @pytest.fixture(scope="session")

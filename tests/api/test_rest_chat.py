@@ -191,7 +191,9 @@ async def test_stream_frames_and_content_equal_chat(
     client: httpx.AsyncClient, ctx: AppContext, llm: LlamaCppLLM
 ) -> None:
     who = await new_user(client, "alice")
-    request = {**who, "dialog": SPEC_DIALOG}
+    # A question with more than a one-word answer, so the stream has several text frames.
+    dialog = [*SPEC_DIALOG[:-1], {"role": "user", "content": "Describe the sea in a sentence."}]
+    request = {**who, "dialog": dialog}
     chat = (await post(client, "/textModel/chat", json=request)).json()
     before, _ = await quota(ctx, "alice")
 
@@ -202,7 +204,7 @@ async def test_stream_frames_and_content_equal_chat(
     assert shape(frames[-1]) == shape(SPEC_LAST_FRAME)
     usage = frames[-1]["payload"]["usage"]["text"]
     assert usage["total_tokens"] == chat["consume_token"]
-    assert usage["question_tokens"] == await llm.count_tokens(SPEC_DIALOG[-1]["content"])
+    assert usage["question_tokens"] == await llm.count_tokens(dialog[-1]["content"])
     assert usage["completion_tokens"] <= REST.max_tokens
     after, _ = await quota(ctx, "alice")
     assert before - after == usage["total_tokens"]
@@ -297,7 +299,7 @@ async def test_the_quota_caps_the_answer_and_never_goes_negative(
         ("hello", 400, "APP_QUERY_METHOD_ERROR"),
         ([{"role": "system", "content": "Be brief."}], 200, "DIALOG_INVALID"),
         ([{"role": "user", "content": "   "}], 200, "DIALOG_INVALID"),
-        ([{"role": "user", "content": "hello " * 6000}], 200, "PROMPT_TOO_LONG"),
+        ([{"role": "user", "content": "hello " * 9000}], 200, "PROMPT_TOO_LONG"),
     ],
 )
 async def test_bad_dialogs_are_refused_before_generating(
