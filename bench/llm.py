@@ -50,6 +50,13 @@ SYSTEM = (
     "被问到天气、新闻、股票时礼貌说明你只负责政务咨询。大厅开放时间为工作日上午九点到"
     "下午五点，周六上午九点到十二点，法定节假日休息。"
 )
+# Two more surfaces' prompts, for the alternating-surfaces run.
+PET = (
+    "你是住在机器狗里的语音助手“旺财”。用简短、口语化的简体中文回答，不超过两句话，"
+    "不用表情符号和列表。你不知道天气、时间和新闻，除非设备告诉你；不知道就直说。"
+    "主人让你做动作时，先说好的，再说你要做什么。"
+)
+ASSISTANT = "你是一个乐于助人的中文助手。回答准确、简短。"
 QUESTIONS = [
     "第一次办身份证要带什么？",
     "居住证在哪个窗口办？",
@@ -78,6 +85,7 @@ class Figures:
     warm_evaluated: int = 0
     decode_tok_s: float = 0.0
     concurrent: dict[str, dict[str, float]] = field(default_factory=dict)
+    alternating: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _rss_mb(field_name: str = "VmRSS") -> float:
@@ -112,7 +120,9 @@ async def _concurrent(
     store: ModelStore, model: str, chats: int, parallel: int, max_tokens: int, threads: int | None
 ) -> dict[str, float]:
     """Run ``chats`` chats at once on an engine decoding ``parallel`` together."""
-    settings = LLMSettings(model=model, parallel=parallel, max_waiting=chats, n_threads=threads)
+    settings = LLMSettings(
+        model=model, parallel=parallel, max_waiting=chats, max_wait_s=3600, n_threads=threads
+    )
     llm = await asyncio.to_thread(LlamaCppLLM, settings, store.llm_gguf(model))
     try:
         await llm.warm([ChatMessage(Role.SYSTEM, SYSTEM)])
@@ -130,6 +140,36 @@ async def _concurrent(
         "last_done_s": wall,
         "aggregate_tok_s": sum(tokens for _, _, tokens, _ in results) / wall,
     }
+
+
+async def _alternating(
+    store: ModelStore, model: str, parallel: int, pin: bool, threads: int | None
+) -> dict[str, float]:
+    """Three surfaces take turns (9 chats); return mean evaluated tokens and first token."""
+    settings = LLMSettings(model=model, parallel=parallel, n_threads=threads)
+    llm = await asyncio.to_thread(LlamaCppLLM, settings, store.llm_gguf(model))
+    systems = [SYSTEM, PET, ASSISTANT]
+    firsts: list[float] = []
+    evaluated: list[int] = []
+    try:
+        if pin:
+            for system in systems:
+                await llm.warm([ChatMessage(Role.SYSTEM, system)])
+        for index in range(9):
+            messages = [
+                ChatMessage(Role.SYSTEM, systems[index % 3]),
+                ChatMessage(Role.USER, QUESTIONS[index % len(QUESTIONS)]),
+            ]
+            started = time.perf_counter()
+            first = 0.0
+            async for chunk in llm.stream(messages, GenerationOptions(max_tokens=1)):
+                first = first or time.perf_counter() - started
+                if chunk.usage is not None and index >= 3:  # after each surface's first chat
+                    firsts.append(first)
+                    evaluated.append(chunk.usage.evaluated_tokens)
+    finally:
+        await llm.aclose()
+    return {"evaluated": statistics.mean(evaluated), "first_s": statistics.mean(firsts)}
 
 
 async def measure(model: str, quick: bool, threads: int | None) -> Figures:
@@ -164,6 +204,13 @@ async def measure(model: str, quick: bool, threads: int | None) -> Figures:
             figures.concurrent[key] = await _concurrent(
                 store, model, chats, parallel, max_tokens, threads
             )
+    for label, parallel, pin in (
+        ("1 slot", 1, False),
+        ("1 slot + pinned prefixes", 1, True),
+        ("4 slots", 4, False),
+    ):
+        _progress(f"{model}: alternating surfaces, {label}")
+        figures.alternating[label] = await _alternating(store, model, parallel, pin, threads)
     figures.peak_rss_mb = _rss_mb("VmHWM")
     return figures
 
@@ -195,6 +242,14 @@ def render(rows: list[Figures]) -> str:
                 f"{c['first_p95_s']:.2f} s | {c['last_done_s']:.1f} s | "
                 f"{c['aggregate_tok_s']:.1f} tok/s |"
             )
+    lines += [
+        "",
+        "| model | 3 surfaces taking turns | prompt tokens evaluated per chat | first token |",
+        "|---|---|---|---|",
+    ]
+    for f in rows:
+        for label, a in f.alternating.items():
+            lines.append(f"| {f.model} | {label} | {a['evaluated']:.0f} | {a['first_s']:.2f} s |")
     return "\n".join(lines)
 
 
