@@ -12,6 +12,7 @@ import pytest
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import Settings
 from aiproject.doctor import check_lingxi_token
+from aiproject.domain.lingxi.tokens import fingerprint
 from aiproject.engines.registry import Engines
 from aiproject.simulate import simulate_lingxi
 from tests.api.test_lingxi_spec import (
@@ -37,7 +38,13 @@ async def test_first_start_generates_a_private_token_and_shows_it(
     token = path.read_text().strip()
     assert len(token) >= 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert any(token in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    # Announced at warning by its fingerprint and file, never in full.
+    assert any(
+        fingerprint(token) in r.getMessage() and str(path) in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+    )
+    assert token not in caplog.text
     try:
         refused = await first.post(SPEC_REPORT)  # the test suite's usual token is not it
         accepted = await first.post(SPEC_REPORT, HEADERS | {"Authorization": f"Bearer {token}"})
@@ -51,9 +58,10 @@ async def test_first_start_generates_a_private_token_and_shows_it(
         second = await open_lingxi(settings, engines)
     await close_lingxi(second)
     assert path.read_text().strip() == token  # kept across starts
-    assert token not in caplog.text and str(path) in caplog.text  # later starts mask it
+    assert token not in caplog.text and str(path) in caplog.text  # later starts too
     check = check_lingxi_token(settings)
-    assert check.ok and token in check.detail and check.area == "lingxi"
+    assert check.ok and fingerprint(token) in check.detail and check.area == "lingxi"
+    assert token not in check.detail
 
     path.chmod(0o644)
     check = check_lingxi_token(settings)

@@ -105,6 +105,10 @@ async def new_user(client: httpx.AsyncClient, name: str = "alice") -> dict[str, 
     return {"uuid": login.json()["uuid"], "username": name}
 
 
+# What a new account starts with (rest.picture_quota's default).
+PICTURES = RestSettings().picture_quota
+
+
 async def pictures_left(ctx: AppContext, name: str = "alice") -> int:
     """Return a user's picture quota."""
     async with ctx.db.session() as session:
@@ -189,7 +193,7 @@ async def test_picture_spec_example(client: httpx.AsyncClient, ctx: AppContext) 
 
     assert response.status_code == 200
     assert response.json() == {"code": 0, "content": "\n".join(OCR_LINES)}
-    assert await pictures_left(ctx) == 99
+    assert await pictures_left(ctx) == PICTURES - 1
     assert await ledger_rows(ctx) == 1
 
 
@@ -231,7 +235,7 @@ async def test_picture_refusals_take_no_quota(
     response = await client.post("/PictureToTextModel/chat", headers=who, **request_kwargs)
 
     refused(response, status, code)
-    assert await pictures_left(ctx) == 100
+    assert await pictures_left(ctx) == PICTURES
     assert await ledger_rows(ctx) == 0
 
 
@@ -249,7 +253,7 @@ async def test_picture_needs_uuid_and_username_headers(
     response = await client.post("/PictureToTextModel/chat", content=OCR_PNG, headers=headers)
 
     refused(response, 200, "USER_NOT_FOUND")
-    assert await pictures_left(ctx) == 100
+    assert await pictures_left(ctx) == PICTURES
 
 
 async def test_picture_quota_exhausted(settings: Settings, engines: Engines) -> None:
@@ -315,6 +319,6 @@ async def test_picture_describe_with_a_vision_backend(
             sent = vision_server.requests[-1].json()["messages"][-1]["content"]
             assert sent[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
             assert sent[1]["text"] == configured.rest.describe_prompt
-        assert await pictures_left(context) == (99 if code == 0 else 100)
+        assert await pictures_left(context) == (PICTURES - 1 if code == 0 else PICTURES)
     finally:
         await context.aclose()
