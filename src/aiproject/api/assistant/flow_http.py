@@ -30,7 +30,7 @@ from aiproject.api.assistant.flow_messages import (
     invalid,
     peek,
 )
-from aiproject.api.assistant.replies import detail, reason_of
+from aiproject.api.assistant.replies import ERRORS, detail
 from aiproject.api.assistant.services import FlowServices
 from aiproject.api.wire.bodies import read_capped
 from aiproject.context import AppContext
@@ -40,15 +40,21 @@ from aiproject.domain.assistant.session import FlowError, SessionBusy
 log = logging.getLogger(__name__)
 
 _SEMANTIC_STATUS = {"processing": 409, "busy": 503, "error": 400}
-_HTTP_REASONS = {"body-too-large": 413, "body-timeout": 408, "not-found": 404}
 
 
 class _Answer(Exception):
     """A special answer (processing, busy, error) raised from anywhere in a request."""
 
-    def __init__(self, kind: str, reason: str = "", message: str = "") -> None:
+    def __init__(self, kind: str, reason: str = "", message: str = "", status: int = 0) -> None:
         super().__init__(kind)
         self.kind, self.reason, self.message = kind, reason, message
+        self.status = status or _SEMANTIC_STATUS.get(kind, 200)
+
+    @classmethod
+    def error(cls, err: BaseException) -> _Answer:
+        """Return the error answer for a failure."""
+        failure = ERRORS.failure(err)
+        return cls("error", failure.code, failure.message, failure.status)
 
 
 class FlowHTTP:
@@ -59,11 +65,10 @@ class FlowHTTP:
         self.services = services
         self.in_flight = 0
 
-    def reply(self, body: dict[str, Any], kind: str, reason: str = "") -> JSONResponse:
-        """Return a JSON answer with the configured status."""
-        status = 200
-        if self.settings.assistant.http_status == "semantic" and kind in _SEMANTIC_STATUS:
-            status = _HTTP_REASONS.get(reason, _SEMANTIC_STATUS[kind])
+    def reply(self, body: dict[str, Any], kind: str, status: int = 200) -> JSONResponse:
+        """Return a JSON answer; special ones with their status only when configured so."""
+        if self.settings.assistant.http_status != "semantic":
+            status = 200
         headers = {"Retry-After": "2"} if kind in ("processing", "busy") else None
         return JSONResponse(body, status_code=status, headers=headers)
 
@@ -74,7 +79,7 @@ class FlowHTTP:
         if answer.kind == "error":
             body["reason"] = answer.reason
             body["detail"] = detail(answer.reason, answer.message)
-        return self.reply(body, answer.kind, answer.reason)
+        return self.reply(body, answer.kind, answer.status)
 
     async def post(self, request: Request) -> Response:
         """Answer one flow message."""
@@ -87,13 +92,13 @@ class FlowHTTP:
                 )
                 value = decode_body(raw)
             except Exception as err:
-                raise _Answer("error", *_reason(err)) from err
+                raise _Answer.error(err) from err
             ids = peek(value)
             path_type = request.path_params.get("kind")
             if path_type and isinstance(value, dict):
                 value.setdefault("type", path_type)
                 if value["type"] != path_type:
-                    raise _Answer("error", "bad-request", f"type is not {path_type!r}")
+                    raise _Answer("error", "bad-request", f"type is not {path_type!r}", 400)
                 ids = peek(value)
             if self.in_flight >= limits.assistant.max_concurrent:
                 raise _Answer("busy")
@@ -121,7 +126,7 @@ class FlowHTTP:
         except _Answer:
             raise
         except Exception as err:
-            raise _Answer("error", *_reason(err)) from err
+            raise _Answer.error(err) from err
 
     async def handshake(self, value: Any) -> Response:
         """Create a session; answer classify and flow."""
@@ -160,11 +165,6 @@ class FlowHTTP:
         summary = await flow.summary(body.hash, body.user_id)
         output = {"tables": summary.tables, "classify": summary.classify, "flow": summary.flow}
         return self.reply({**head, "output": output}, body.type)
-
-
-def _reason(err: BaseException) -> tuple[str, str]:
-    reason, message = reason_of(err)
-    return ("bad-json", message) if reason == "malformed-json" else (reason, message)
 
 
 def _web_dir() -> str:

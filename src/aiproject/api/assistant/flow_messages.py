@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from aiproject.api.wire.bodies import JSONError, decode_json
+from aiproject.api.wire.errors import validation_message
 from aiproject.domain.assistant.session import FlowError
 
 MAX_INFO_KEYS = 64
@@ -180,11 +181,7 @@ def decode_media(media: str, max_bytes: int) -> bytes:
 
 def invalid(err: ValidationError) -> FlowError:
     """Return the ``bad-request`` error naming the first problems of a body."""
-    problems = []
-    for error in err.errors()[:3]:
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        problems.append(f"{where}: {error['msg']}")
-    return FlowError("bad-request", "; ".join(problems))
+    return FlowError("bad-request", validation_message(err.errors(), limit=3))
 
 
 def peek(value: object) -> tuple[str, str, str]:

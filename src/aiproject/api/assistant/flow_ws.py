@@ -119,7 +119,7 @@ class FlowSocket:
                 raise FlowError("bad-request", f"this path takes type {self.kind!r}")
         except Exception as err:
             reason, message = reason_of(err)
-            await self.refuse("bad-json" if reason == "malformed-json" else reason, message)
+            await self.refuse(reason, message)
             return None
         self.kind, self.user_id, self.hash = hello.type, hello.user_id, hello.hash
         return hello

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome
 from aiproject.engines.errors import BadInput, EngineError
 from aiproject.errors import AiProjectError
 from aiproject.store.errors import StoreError
@@ -84,21 +85,40 @@ def socket_reply(
     return json.dumps(body, ensure_ascii=False)
 
 
-def reason_of(err: BaseException) -> tuple[str, str]:
-    """Return (reason, message) for any failure, the one place failures become reasons.
+def _behind_us(reason: str) -> Callable[[Any], Failure]:
+    """Answer a failure of an engine or the database: logged, its details not sent."""
 
-    The caller's mistakes keep their code and message; failures behind us (an engine, the
-    database) are logged and answered without their details; anything else is a bug.
-    """
-    if isinstance(err, BadInput) or not isinstance(err, AiProjectError):
-        if isinstance(err, AiProjectError):
-            return err.code, err.message
-        log.error("assistant: unexpected failure", exc_info=err)
-        return "internal-error", ""
-    if isinstance(err, StoreError):
-        log.error("assistant: database failure: %s", err.message)
-        return "storage-failed", ""
-    if isinstance(err, EngineError):
-        log.warning("assistant: engine failure code=%s: %s", err.code, err.message)
-        return "engine-failed", ""
-    return err.code, err.message
+    def answer(err: Any) -> Failure:
+        log.warning("assistant: %s code=%s: %s", reason, err.code, err.message)
+        return Failure(_STATUS[reason], reason, "")
+
+    return answer
+
+
+# HTTP status of each kind of refusal (sent only with assistant.http_status = "semantic").
+_STATUS = {"storage-failed": 503, "engine-failed": 502, "internal-error": 500}
+
+# The one place failures become reasons: the caller's mistakes keep their code and message,
+# failures behind us are logged and answered without details, anything else is a bug.
+ERRORS = ErrorMapper(
+    surface="assistant",
+    unexpected=Failure(500, "internal-error", ""),
+    codes={
+        "malformed-json": Outcome(400, "bad-json"),
+        "body-too-large": Outcome(413),
+        "body-timeout": Outcome(408),
+        "client-gone": Outcome(400),
+    },
+    rules=[(BadInput, Outcome(400))],
+    fallbacks=[
+        (StoreError, _behind_us("storage-failed")),
+        (EngineError, _behind_us("engine-failed")),
+        (AiProjectError, Outcome(400)),
+    ],
+)
+
+
+def reason_of(err: BaseException) -> tuple[str, str]:
+    """Return (reason, message) for any failure."""
+    failure = ERRORS.failure(err)
+    return failure.code, failure.message
