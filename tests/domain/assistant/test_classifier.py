@@ -86,3 +86,10 @@ async def test_classification_is_deterministic(catalog: ServiceCatalog) -> None:
     first = await catalog.classify("我想把公积金取出来")
     second = await catalog.classify("我想把公积金取出来")
     assert first == second
+
+
+async def test_a_very_long_request_is_read_up_to_its_limit(catalog: ServiceCatalog) -> None:
+    text = "我要办护照" + "和" * 50 + "还有港澳通行证" * 400
+    result = await catalog.classify(text)
+    assert result.is_service and len(result.text) == 300
+    assert result.items[0].id in {"passport", "hk_macao_permit"}

@@ -11,6 +11,7 @@ The flow (``flow*.py``, ``session*.py``) builds on these, once per process:
 and per citizen:
 
     result = await catalog.classify(text)       # result.label is the handshake's `classify`
+    # or, with a capable LLM (referee_wanted(settings)), LLMReferee(catalog, llm).classify
     interview = Interview(result.items, info, extractor)
     question = interview.next_question()        # None: the interview is over
     outcome = interview.answer(reply)
@@ -30,6 +31,7 @@ from aiproject.domain.assistant.extract import FactExtractor, Finding
 from aiproject.domain.assistant.fields import BASIC, REQUIRED, FieldName, FieldValue
 from aiproject.domain.assistant.interview import AnswerOutcome, Correction, Interview, Rejection
 from aiproject.domain.assistant.record import output, read_known
+from aiproject.domain.assistant.referee import LLMReferee, referee_wanted
 
 __all__ = [
     "BASIC",
@@ -46,6 +48,7 @@ __all__ = [
     "Finding",
     "Interview",
     "InterviewError",
+    "LLMReferee",
     "Match",
     "Rejection",
     "ServiceCatalog",
@@ -54,4 +57,5 @@ __all__ = [
     "load_catalogue",
     "output",
     "read_known",
+    "referee_wanted",
 ]

@@ -109,6 +109,11 @@ class _Scores:
     lexical: float  # raw BM25 score of the best item
 
 
+# A request is read up to here, and split into at most this many parts (the embedding cost
+# grows with the parts; nobody asks for more services at once).
+MAX_REQUEST_CHARS = 300
+MAX_PARTS = 6
+
 # Connectives between two requests ("护照和港澳通行证", "…，还要上户口"); plain commas are not,
 # since one request often has several clauses ("人在深圳，身份证到期能换吗").
 _SPLIT = re.compile(r"还有|还要|另外|顺便|同时|以及|并且|再把|再办|[、；;]|和|跟|与")
@@ -170,9 +175,9 @@ class ServiceCatalog:
 
     async def classify(self, text: str) -> Classification:
         """Return the items ``text`` asks for (several when it names several), or none."""
-        text = text.strip()
+        text = text.strip()[:MAX_REQUEST_CHARS]
         parts = [p.strip() for p in _SPLIT.split(text) if len(p.strip()) >= 2]
-        texts = [text, *parts] if len(parts) > 1 else [text]
+        texts = [text, *parts[:MAX_PARTS]] if len(parts) > 1 else [text]
         scored = await self._score(texts)
         whole = scored[0]
         top = self._top(whole.combined, 3)
