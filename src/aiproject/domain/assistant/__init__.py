@@ -5,7 +5,8 @@ The flow (``flow*.py``, ``session*.py``) builds on these, once per process:
     items = load_catalogue(settings.assistant.catalogue_dirs,
                            builtin=settings.assistant.builtin_catalogue)
     catalog = await ServiceCatalog.build(items, await engines.embedding(),
-                                         await engines.embedding_gate())
+                                         await engines.embedding_gate(),
+                                         cache_dir=models_dir / "assistant")  # optional
     extractor = FactExtractor.load()            # blocking: run it in a thread
 
 and per citizen:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from aiproject.domain.assistant import embedding_cache
 from aiproject.domain.assistant.bm25 import BM25Index
 from aiproject.domain.assistant.catalog import ServiceItem
 from aiproject.engines.embedding.base import TextEmbedder, Vectors
@@ -165,12 +167,17 @@ class ServiceCatalog:
         gate: TextEmbedder | None,
         *,
         thresholds: Thresholds | None = None,
+        cache_dir: Path | None = None,
     ) -> ServiceCatalog:
-        """Return a catalogue whose example embeddings are computed (once, here)."""
+        """Return a catalogue whose example embeddings are computed (once, here).
+
+        With ``cache_dir`` the embeddings are kept there between starts, one file per model
+        and set of examples (a changed catalogue or model computes new ones).
+        """
         catalog = cls(items, ranker, gate, thresholds=thresholds)
-        catalog._rank_vectors = await ranker.embed_passages(catalog._texts)
+        catalog._rank_vectors = await embedding_cache.passages(ranker, catalog._texts, cache_dir)
         if gate is not None:
-            catalog._gate_vectors = await gate.embed_passages(catalog._texts)
+            catalog._gate_vectors = await embedding_cache.passages(gate, catalog._texts, cache_dir)
         return catalog
 
     async def classify(self, text: str) -> Classification:
