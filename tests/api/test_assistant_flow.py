@@ -236,6 +236,7 @@ def handshake_with(**fields: Any) -> str:
         (handshake_with(input={"type": "audio", "media": "%%%"}), "bad-base64"),
         (handshake_with(input={"type": "audio", "media": "UklGRgAAAABXQVZF"}), "bad-audio"),
         (handshake_with(info=[1, 2]), "bad-request"),
+        (handshake_with(info={"address": "广州" * 300}), "bad-request"),
         ('{"user_id": "u1", "type": "storage"}', "bad-request"),
         ('{"user_id": "u1", "type": "summary", "hash": ""}', "bad-request"),
     ],

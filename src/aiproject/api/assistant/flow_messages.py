@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
 )
 
 from aiproject.api.wire.bodies import JSONError, decode_json
@@ -26,6 +27,7 @@ from aiproject.api.wire.errors import validation_message
 from aiproject.domain.assistant.session import FlowError
 
 MAX_INFO_KEYS = 64
+MAX_INFO_CHARS = 512
 _DATA_URL = re.compile(r"^data:[\w.+/-]*(?:;[\w=.+-]+)*;base64,", re.IGNORECASE)
 
 
@@ -71,6 +73,17 @@ class HandshakeBody(BaseModel):
     type: Literal["handshake"]
     info: dict[str, Any] | None = Field(default=None, max_length=MAX_INFO_KEYS)
     input: Annotated[TextInput | AudioInput, Field(discriminator="type")]
+
+    @field_validator("info")
+    @classmethod
+    def _short_values(cls, info: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Refuse info texts longer than any record field could be (they are parsed)."""
+        for key, value in (info or {}).items():
+            if len(key) > MAX_INFO_CHARS or (
+                isinstance(value, str) and len(value) > MAX_INFO_CHARS
+            ):
+                raise ValueError(f"{key[:32]!r}: at most {MAX_INFO_CHARS} characters")
+        return info
 
 
 class StepBody(BaseModel):
