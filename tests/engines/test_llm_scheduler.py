@@ -179,3 +179,23 @@ async def test_closing_the_engine_fails_what_it_holds(model_store: ModelStore) -
         with pytest.raises(LLMError) as caught:
             await chat.task
         assert caught.value.code == "engine-closed"
+
+
+async def test_a_full_context_refuses_the_newest_chat(model_store: ModelStore) -> None:
+    # 256 KV cells shared by two slots: two ~150-token prompts cannot both be held.
+    settings = LLMSettings(model="qwen2.5-0.5b", n_ctx=256, parallel=2)
+    engine = await asyncio.to_thread(LlamaCppLLM, settings, model_store.llm_gguf(settings.model))
+    long = [ChatMessage(Role.USER, "one two three four " * 30)]
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            first, second = await asyncio.gather(
+                engine.complete(long, SHORT),
+                engine.complete(long, SHORT),
+                return_exceptions=True,
+            )
+    finally:
+        await engine.aclose()
+    assert not isinstance(first, BaseException)
+    assert first.usage.completion_tokens == 3
+    assert isinstance(second, LLMBusy)
+    assert "context is full" in second.message

@@ -91,7 +91,9 @@ class Decoder:
         self._max_waiting = max_waiting
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = params.n_ubatch = BATCH
+        # llama.cpp caps a batch at the context size and aborts the process past it.
+        self._batch_size = min(BATCH, n_ctx)
+        params.n_batch = params.n_ubatch = self._batch_size
         params.n_seq_max = parallel + MAX_PINS
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = True
@@ -100,7 +102,7 @@ class Decoder:
         if not self._ctx:
             raise LLMError("model-load-failed", "llm: llama.cpp could not create a context")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(BATCH, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(self._batch_size, 0, 1)
         self._slots = [_Slot(seq) for seq in range(parallel)]
         self._pins: collections.OrderedDict[int, list[int]] = collections.OrderedDict()
         self._free_pins = list(range(parallel, parallel + MAX_PINS))
@@ -261,7 +263,7 @@ class Decoder:
             assert slot.pending is not None
             rows.append((slot, self._add(slot, [slot.pending], logits=True)))
             fed.append((slot, [slot.pending]))
-        room = BATCH - len(generating)
+        room = self._batch_size - len(generating)
         if generating:
             room = min(room, PROMPT_SLICE)
         reading = sorted(
