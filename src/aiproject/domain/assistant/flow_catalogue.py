@@ -1,4 +1,9 @@
-"""The flow's understanding built on the service catalogue, its classifier and the interview."""
+"""The flow's understanding built on the service catalogue, its classifier and the interview.
+
+Loaded once per process as ``domain/assistant/__init__.py`` describes: the catalogue's example
+embeddings cached under ``<models_dir>/assistant``, the LLM referee when a capable model is
+configured.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from aiproject.domain.assistant.extract import FactExtractor
 from aiproject.domain.assistant.flow_text import flow_text
 from aiproject.domain.assistant.flow_understanding import Understood
 from aiproject.domain.assistant.interview import Interview
+from aiproject.domain.assistant.referee import LLMReferee, referee_wanted
 from aiproject.domain.assistant.session import FlowError
 from aiproject.engines.registry import Engines
 
@@ -23,11 +29,18 @@ class CatalogueUnderstanding:
     """Classifies with the catalogue, interviews with :class:`Interview`."""
 
     def __init__(
-        self, catalog: ServiceCatalog, extractor: FactExtractor, *, max_questions: int
+        self,
+        catalog: ServiceCatalog,
+        extractor: FactExtractor,
+        *,
+        max_questions: int,
+        referee: LLMReferee | None = None,
     ) -> None:
         self.catalog = catalog
         self.extractor = extractor
         self.max_questions = max_questions
+        # With a capable LLM configured, it settles the rules' unsure calls.
+        self.classifier: ServiceCatalog | LLMReferee = referee or catalog
 
     def _items(self, item_ids: Sequence[str]) -> list[ServiceItem]:
         try:
@@ -38,7 +51,7 @@ class CatalogueUnderstanding:
 
     async def understand(self, text: str) -> Understood:
         """Return the items a request names, the ``classify`` label and the ``flow`` text."""
-        classification = await self.catalog.classify(text)
+        classification = await self.classifier.classify(text)
         return self._understood(classification)
 
     def _understood(self, classification: Classification) -> Understood:
@@ -99,9 +112,13 @@ async def load_understanding(settings: Settings, engines: Engines) -> CatalogueU
         builtin=settings.assistant.builtin_catalogue,
     )
     catalog = await ServiceCatalog.build(
-        items, await engines.embedding(), await engines.embedding_gate()
+        items,
+        await engines.embedding(),
+        await engines.embedding_gate(),
+        cache_dir=settings.resolved_models_dir / "assistant",
     )
     extractor = await asyncio.to_thread(FactExtractor.load)
+    referee = LLMReferee(catalog, await engines.llm()) if referee_wanted(settings) else None
     return CatalogueUnderstanding(
-        catalog, extractor, max_questions=settings.assistant.max_questions
+        catalog, extractor, max_questions=settings.assistant.max_questions, referee=referee
     )
