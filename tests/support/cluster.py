@@ -10,13 +10,15 @@ import asyncio
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -152,7 +154,7 @@ async def stop_workers(workers: list[Worker]) -> list[int | None]:
     for worker in workers:
         if worker.proc.returncode is None:
             worker.proc.send_signal(signal.SIGTERM)
-    codes = []
+    codes: list[int | None] = []
     for worker in workers:
         try:
             async with asyncio.timeout(60):
@@ -174,3 +176,55 @@ async def gather_limited(coros: list[Awaitable[T]], limit: int = 64) -> list[T]:
             return await coro
 
     return await asyncio.gather(*(one(c) for c in coros))
+
+
+# --- workers that run the LLM, and Lingxi streams read as they arrive -----------------------
+
+MODELS_DIR = Path(
+    os.environ.get("AIPROJECT_TEST_MODELS_DIR")
+    or Path(__file__).resolve().parents[2] / ".cache" / "models"
+)
+# A question the 0.5B model answers at length with STORYTELLER as its system prompt, running
+# to its token limit when sampling greedily (with the default "at most three sentences" prompt
+# it stops after a few tokens).
+STORY = "请讲一个很长的童话故事,至少二十句话。"
+STORYTELLER = "你是一个讲故事的人。请用简体中文回答,讲得越长越详细越好,不要使用列表或Markdown。"
+
+
+def llm_env() -> dict[str, str]:
+    """Return the environment of workers that use the prepared small LLM (memory and time)."""
+    return {
+        "AIPROJECT_MODELS_DIR": str(MODELS_DIR),
+        "AIPROJECT_ENGINES__LLM__MODEL": "qwen2.5-0.5b",
+    }
+
+
+@dataclass
+class ChatStream:
+    """A Lingxi chat's SSE answer, read as it arrives."""
+
+    raw: bytearray = field(default_factory=bytearray)
+    first_event: asyncio.Event = field(default_factory=asyncio.Event)
+    ended_at: float = 0.0  # time.perf_counter() when the server closed the stream
+
+
+async def read_chat(
+    client: httpx.AsyncClient, worker: Worker, request: Mapping[str, Any], stream: ChatStream
+) -> ChatStream:
+    """POST a Lingxi request to ``worker`` and read its stream to the end into ``stream``.
+
+    ``stream.first_event`` is set as soon as the first complete ``data:`` frame arrived.
+    """
+    headers = {"Authorization": f"Bearer {LINGXI_TOKEN}", "Accept": "text/event-stream"}
+    async with client.stream(
+        "POST", f"{worker.url}/api/chat/stream", json=dict(request), headers=headers
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        async for data in response.aiter_bytes():
+            stream.raw += data
+            if not stream.first_event.is_set() and any(
+                frame.startswith(b"data: ") for frame in bytes(stream.raw).split(b"\n\n")[:-1]
+            ):
+                stream.first_event.set()
+    stream.ended_at = time.perf_counter()
+    return stream
