@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from aiproject.api.surfaces import create_tools_app
-from aiproject.config import AssistantSettings, Settings
+from aiproject.config import AssistantSettings, FaceSettings, Settings
 from aiproject.context import AppContext
 from aiproject.domain.assistant.flow_faces import (
     Enrolment,
@@ -26,6 +26,7 @@ from aiproject.domain.assistant.flow_faces import (
     gallery_for,
 )
 from aiproject.engines.audio import decode_audio
+from aiproject.engines.models import ModelStore
 from aiproject.engines.registry import Engines
 from aiproject.store.assistant import AssistantStore
 from tests.api.assistant_support import (
@@ -263,3 +264,31 @@ async def test_tts_refuses_binary_empty_and_unknown_formats(ctx: AppContext) -> 
         "bad-format",
     ]
     assert all(m["type"] == "tts" and m["message"] == "error" for m in (binary, empty, bad_format))
+
+
+async def test_a_face_engine_that_cannot_load_is_an_error_not_a_crash(
+    settings: Settings, model_store: ModelStore
+) -> None:
+    # The onnx backend without its model directory cannot load.
+    broken = settings.model_copy(
+        update={
+            "engines": settings.engines.model_copy(
+                update={"face": FaceSettings(backend="onnx", model_dir=None)}
+            )
+        }
+    )
+    engines = Engines(broken, model_store)
+    ctx = await AppContext.open(broken, engines=engines)
+    try:
+        async with serve(create_tools_app(ctx)) as port, socket_to(port, "/face_predict") as ws:
+            reply = await receive_json(ws)
+            with pytest.raises(ConnectionClosed) as closed:
+                await receive(ws)
+    finally:
+        await ctx.aclose()
+    assert (reply["type"], reply["message"], reply["reason"]) == (
+        "face_predict",
+        "error",
+        "engine-failed",
+    )
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011

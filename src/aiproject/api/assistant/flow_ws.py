@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
+INTERNAL_ERROR = 1011
 
 
 class _Closed(Exception):
@@ -139,6 +140,11 @@ class FlowSocket:
             await self.refuse("processing", err.message, code=TRY_AGAIN_LATER)
         except FlowError as err:
             await self.refuse(err.code, err.message)
+        except (_Closed, WebSocketDisconnect):
+            raise
+        except Exception as err:  # the database or an engine failed: say so, then close
+            reason, message = reason_of(err)
+            await self.refuse(reason, message, code=INTERNAL_ERROR)
 
     async def face_train(self) -> None:
         """Collect face samples until the enrolment succeeds or is refused."""

@@ -16,6 +16,7 @@ A frame of the wrong kind, or one that cannot be decoded, gets a JSON reply with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # Close code after `fail`: the connection broke the rules it was given (RFC 6455 1008).
 POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
 
 
 class _Tools:
@@ -202,6 +204,12 @@ def _route(
             await handler(ws, tools)
         except WebSocketDisconnect:
             return
+        except Exception as err:  # an engine could not load, the database failed
+            reason, message = reason_of(err)
+            kind = path.lstrip("/")
+            with contextlib.suppress(Exception):
+                await ws.send_text(socket_reply(kind, "", "error", reason=reason, text=message))
+                await ws.close(INTERNAL_ERROR)
 
     return WebSocketRoute(path, endpoint)
 
