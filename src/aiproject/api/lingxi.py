@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from aiproject.api.lingxi_schema import OPENAPI_EXTRA
 from aiproject.api.wire.auth import bearer_token
 from aiproject.api.wire.bodies import BodyError, JSONError, decode_json, read_capped
-from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, validation_message
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, busy, validation_message
 from aiproject.api.wire.sse import KEEPALIVE, encode_json_event
 from aiproject.api.wire.streams import EventStream, aclose_if_present
 from aiproject.config import Settings
@@ -73,6 +73,7 @@ ERRORS = ErrorMapper(
     surface="lingxi",
     unexpected=Failure(500, "internal-error", "the service failed; its log has the details"),
     rules=(
+        busy(503, "busy"),  # the model (or another engine) is serving all it can: try again
         (Rejected, _own_status),
         (JSONError, Outcome(400)),
         (BodyError, _unreadable_body),
@@ -87,11 +88,11 @@ ERRORS = ErrorMapper(
 
 def error_event(session_id: str | None, failure: Failure) -> dict[str, Any]:
     """Return the error object sent as a 4xx/5xx body or as an event of the stream."""
-    return {
-        "event": "error",
-        "session_id": session_id,
-        "details": {"code": failure.code, "message": failure.message},
-    }
+    details: dict[str, Any] = {"code": failure.code, "message": failure.message}
+    retry = (failure.headers or {}).get("Retry-After")
+    if retry is not None:  # a stream has sent its headers: the hint goes in the event
+        details["retry_after_s"] = int(retry)
+    return {"event": "error", "session_id": session_id, "details": details}
 
 
 def reply_event(session_id: str, reply: Reply) -> dict[str, Any]:
@@ -254,8 +255,10 @@ async def event_stream(
 def _rejection(err: BaseException, session_id: str | None) -> JSONResponse:
     failure = ERRORS.failure(err)
     log.info("lingxi: rejected status=%d code=%s", failure.status, failure.code)
-    headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
-    return JSONResponse(error_event(session_id, failure), failure.status, headers)
+    headers = dict(failure.headers or {})
+    if failure.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_event(session_id, failure), failure.status, headers or None)
 
 
 def create_router(ctx: AppContext) -> APIRouter:

@@ -33,7 +33,7 @@ from aiproject.api.pets_schema import (
 )
 from aiproject.api.wire.auth import presented_token
 from aiproject.api.wire.bodies import read_json
-from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, validation_message
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, busy, validation_message
 from aiproject.api.wire.sse import SSE_HEADERS, encode_event
 from aiproject.api.wire.streams import EventStream
 from aiproject.context import AppContext
@@ -107,6 +107,8 @@ _BAD_BODY = Outcome(400, "bad-body", _worded(_WORDS["bad-body"]))
 ERRORS = ErrorMapper(
     surface="pets",
     unexpected=Failure(500, "internal-error", "内部错误, 请稍后重试"),
+    # Too many analyses at once: an engine's line is full or the wait too long.
+    rules=(busy(503, "busy", lambda err: f"服务繁忙, 请 {err.retry_after_s} 秒后重试"),),
     codes={
         **{code: Outcome(_STATUS.get(code, 502), None, _worded(w)) for code, w in _WORDS.items()},
         # A body that is not JSON, or whose client went away, is a bad body.
@@ -196,7 +198,8 @@ def one_shot(wire: Wire, err: Exception) -> Response:
     failure = ERRORS.failure(err)
     # A refused request never starts a stream: SSE gets the error event alone.
     body = wire.error(failure.code, failure.message) + (b"" if wire.sse else wire.end())
-    return Response(body, failure.status, SSE_HEADERS, "text/event-stream")
+    headers = {**SSE_HEADERS, **(failure.headers or {})}
+    return Response(body, failure.status, headers, "text/event-stream")
 
 
 async def analysis_stream(wire: Wire, service: PetService, job: Job) -> AsyncGenerator[bytes, None]:
@@ -254,7 +257,8 @@ def analysis_json(analysis: PetAnalysis) -> dict[str, Any]:
 def json_error(err: Exception) -> JSONResponse:
     """Return {code, message} with the error's status."""
     failure = ERRORS.failure(err)
-    return JSONResponse({"code": failure.code, "message": failure.message}, failure.status)
+    body = {"code": failure.code, "message": failure.message}
+    return JSONResponse(body, failure.status, dict(failure.headers) if failure.headers else None)
 
 
 def create_router(ctx: AppContext) -> APIRouter:

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive
 
 from aiproject.api.wire.bodies import read_capped, require_unicode
-from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, validation_message
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, busy, validation_message
 from aiproject.api.wire.streams import EVENT_STREAM, NDJSON, EventStream
 from aiproject.context import AppContext
 from aiproject.domain.rest.accounts import AccountError, Accounts
@@ -89,6 +89,8 @@ _ERRORS = ErrorMapper(
     surface="rest",
     unexpected=Failure(500, "APP_INTERNAL_ERROR", "internal error"),
     rules=(
+        # An engine's line is full or a job waited too long (the LLM's too): try again later.
+        busy(503, "SERVICE_BUSY"),
         (RequestValidationError, _invalid_body),
         (HTTPException, _refused_parse),  # raised by request parsing, e.g. a bad multipart
         (ClientDisconnect, Outcome(400, BAD_REQUEST, "the client went away during the upload")),

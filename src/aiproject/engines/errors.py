@@ -24,11 +24,22 @@ class MediaError(BadInput):
     """Audio or image bytes that cannot be decoded."""
 
 
+class EngineBusy(EngineError):
+    """The engine's line is full or a job waited too long: try again after ``retry_after_s``.
+
+    Every surface answers it with its own busy reply (docs/protocols/*.md).
+    """
+
+    def __init__(self, code: str, message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(code, message)
+        self.retry_after_s = max(1, retry_after_s)
+
+
 class LLMError(EngineError):
     """Text generation failed."""
 
 
-class LLMBusy(LLMError):
+class LLMBusy(LLMError, EngineBusy):
     """The model is serving as many chats as it can; each surface answers with its busy reply."""
 
 

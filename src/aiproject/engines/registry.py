@@ -14,9 +14,11 @@ from typing import Any, TypeVar, cast
 from aiproject.config import Settings
 from aiproject.engines.asr.base import ASR
 from aiproject.engines.avatar.base import AvatarRenderer
+from aiproject.engines.blocking import AdmissionPolicy, admission_scope
 from aiproject.engines.embedding.base import TextEmbedder
 from aiproject.engines.face.base import FaceEngine
 from aiproject.engines.image.base import ImageClassifier
+from aiproject.engines.images import ImageDecoder
 from aiproject.engines.llm.base import LLM
 from aiproject.engines.models import ModelStore
 from aiproject.engines.ocr.base import OCR
@@ -70,6 +72,11 @@ class Engines:
         self._engines: dict[Kind, Any] = {}
         self._locks: dict[Kind, asyncio.Lock] = {kind: asyncio.Lock() for kind in Kind}
         self.loaded: dict[Kind, LoadInfo] = {}
+        # The line in front of every pool built here ([engines.admission]), and the pool
+        # that decodes uploaded pictures.
+        self.admission = AdmissionPolicy.from_settings(settings.engines.admission)
+        with admission_scope(self.admission):
+            self.images = ImageDecoder(settings.engines.admission.decode_workers)
 
     async def get(self, kind: Kind) -> Any:
         """Return the engine of ``kind``, building it on first use."""
@@ -82,7 +89,8 @@ class Engines:
                     importlib.import_module(_BUILDERS[kind]).build,
                 )
                 started = time.perf_counter()
-                engine = await asyncio.to_thread(build, self.settings, self.models)
+                with admission_scope(self.admission):  # the thread inherits the context
+                    engine = await asyncio.to_thread(build, self.settings, self.models)
                 elapsed = time.perf_counter() - started
                 self.loaded[kind] = LoadInfo(kind, engine.describe(), elapsed)
                 log.info(
@@ -144,3 +152,4 @@ class Engines:
             if close is not None:
                 await close()
         self._engines.clear()
+        self.images.shutdown()

@@ -49,11 +49,16 @@ class _Answer(Exception):
         super().__init__(kind)
         self.kind, self.reason, self.message = kind, reason, message
         self.status = status or _SEMANTIC_STATUS.get(kind, 200)
+        self.retry_after_s = 2
 
     @classmethod
     def error(cls, err: BaseException) -> _Answer:
-        """Return the error answer for a failure."""
+        """Return the error answer for a failure (``busy`` when an engine's line is full)."""
         failure = ERRORS.failure(err)
+        if failure.code == "busy":
+            answer = cls("busy")
+            answer.retry_after_s = int((failure.headers or {}).get("Retry-After", "2"))
+            return answer
         return cls("error", failure.code, failure.message, failure.status)
 
 
@@ -65,11 +70,14 @@ class FlowHTTP:
         self.services = services
         self.in_flight = 0
 
-    def reply(self, body: dict[str, Any], kind: str, status: int = 200) -> JSONResponse:
+    def reply(
+        self, body: dict[str, Any], kind: str, status: int = 200, retry_after_s: int = 2
+    ) -> JSONResponse:
         """Return a JSON answer; special ones with their status only when configured so."""
         if self.settings.assistant.http_status != "semantic":
             status = 200
-        headers = {"Retry-After": "2"} if kind in ("processing", "busy") else None
+        retry = {"Retry-After": str(retry_after_s)}
+        headers = retry if kind in ("processing", "busy") else None
         return JSONResponse(body, status_code=status, headers=headers)
 
     def special(self, ids: tuple[str, str, str], answer: _Answer) -> JSONResponse:
@@ -79,7 +87,7 @@ class FlowHTTP:
         if answer.kind == "error":
             body["reason"] = answer.reason
             body["detail"] = detail(answer.reason, answer.message)
-        return self.reply(body, answer.kind, answer.status)
+        return self.reply(body, answer.kind, answer.status, answer.retry_after_s)
 
     async def post(self, request: Request) -> Response:
         """Answer one flow message."""

@@ -28,13 +28,13 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aiproject.api.assistant.flow_messages import SocketHandshake, decode_body, invalid
-from aiproject.api.assistant.replies import reason_of, socket_reply
+from aiproject.api.assistant.replies import reason_of, socket_refusal, socket_reply
 from aiproject.api.assistant.services import FlowServices
 from aiproject.context import AppContext
 from aiproject.domain.assistant.flow_faces import EnrolmentState, FrameBudget
 from aiproject.domain.assistant.session import FlowError, SessionBusy, new_hash
 from aiproject.engines.audio import decode_audio
-from aiproject.engines.errors import BadInput
+from aiproject.engines.errors import BadInput, EngineBusy
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,8 @@ class FlowSocket:
         await self.ws.send_text(reply)
 
     async def error(self, err: BaseException) -> None:
-        """Answer a refused message without closing."""
-        reason, text = reason_of(err)
-        await self.send("error", reason=reason, text=text)
+        """Answer a refused message (``error``, or ``busy``) without closing."""
+        await self.ws.send_text(socket_refusal(self.kind, self.hash, err, user_id=self.user_id))
 
     async def refuse(self, reason: str, text: str, *, code: int = POLICY_VIOLATION) -> None:
         """Answer with an error and close."""
@@ -142,6 +141,9 @@ class FlowSocket:
             await self.refuse(err.code, err.message)
         except (_Closed, WebSocketDisconnect):
             raise
+        except EngineBusy as err:  # an engine's line is full: busy, then try again later
+            await self.error(err)
+            await self.ws.close(TRY_AGAIN_LATER)
         except Exception as err:  # the database or an engine failed: say so, then close
             reason, message = reason_of(err)
             await self.refuse(reason, message, code=INTERNAL_ERROR)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome
+from aiproject.api.wire.errors import ErrorMapper, Failure, Outcome, busy
 from aiproject.engines.errors import BadInput, EngineError
 from aiproject.errors import AiProjectError
 from aiproject.store.errors import StoreError
@@ -48,6 +48,7 @@ DETAILS: dict[str, str] = {
     "face-taken": "这张人脸已经录入到其他用户名下",
     "superseded": "本次对话已在新的连接上继续",
     "processing": "会话正在处理中, 请稍后再试",
+    "busy": "服务器繁忙, 请稍后再试",
     "body-too-large": "请求体太大",
     "body-timeout": "请求体上传超时",
     "answer-timeout": "等待回答超时",
@@ -79,7 +80,7 @@ def socket_reply(
     body: dict[str, Any] = {"user_id": user_id, "type": kind, "hash": hash_, "message": message}
     if reason:
         body["reason"] = reason
-        if message == "error":
+        if message in ("error", "busy"):
             body["detail"] = detail(reason, text)
     body.update(extra or {})
     return json.dumps(body, ensure_ascii=False)
@@ -109,13 +110,26 @@ ERRORS = ErrorMapper(
         "body-timeout": Outcome(408),
         "client-gone": Outcome(400),
     },
-    rules=[(BadInput, Outcome(400))],
+    # An engine's line is full: HTTP answers the spec's {"type": "busy"}, sockets "busy".
+    rules=[busy(503, "busy", ""), (BadInput, Outcome(400))],
     fallbacks=[
         (StoreError, _behind_us("storage-failed")),
         (EngineError, _behind_us("engine-failed")),
         (AiProjectError, Outcome(400)),
     ],
 )
+
+
+def socket_refusal(kind: str, hash_: str, err: BaseException, *, user_id: str = "") -> str:
+    """Return the socket reply to a failure: ``message: "busy"`` (``reason: "busy"``,
+    ``retry_after_s``) when an engine is busy, else ``message: "error"`` and its reason."""
+    failure = ERRORS.failure(err)
+    if failure.code == "busy":
+        retry = {"retry_after_s": int((failure.headers or {}).get("Retry-After", "2"))}
+        return socket_reply(kind, hash_, "busy", user_id=user_id, reason="busy", extra=retry)
+    return socket_reply(
+        kind, hash_, "error", user_id=user_id, reason=failure.code, text=failure.message
+    )
 
 
 def reason_of(err: BaseException) -> tuple[str, str]:

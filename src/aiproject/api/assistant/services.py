@@ -60,7 +60,7 @@ class FlowServices:
         if self._faces is None:
             engine = await self.ctx.engines.face()
             self._faces = (
-                FaceChecker(engine, self.ctx.settings.assistant.faces),
+                FaceChecker(engine, self.ctx.settings.assistant.faces, self.ctx.engines.images),
                 gallery_for(self.ctx.db, engine),
             )
         checker, gallery = self._faces

@@ -25,7 +25,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aiproject.api.assistant.audio_out import encode_speech, parse_format, parse_rate
-from aiproject.api.assistant.replies import reason_of, socket_reply
+from aiproject.api.assistant.replies import reason_of, socket_refusal, socket_reply
 from aiproject.api.wire.bodies import JSONError, decode_json
 from aiproject.context import AppContext
 from aiproject.domain.assistant.flow_faces import (
@@ -60,7 +60,7 @@ class _Tools:
                 engine = await self.ctx.engines.face()
                 settings = self.ctx.settings
                 self._recognizer = FaceRecognizer(
-                    FaceChecker(engine, settings.assistant.faces),
+                    FaceChecker(engine, settings.assistant.faces, self.ctx.engines.images),
                     gallery_for(self.ctx.db, engine),
                     settings.engines.face.match_distance,
                     liveness=settings.engines.face.liveness,
@@ -105,10 +105,7 @@ async def face_predict(ws: WebSocket, tools: _Tools) -> None:
                 raise BadInput("expected-image", "a text message; send the image as binary")
             recognition = await recognizer.recognise(data, tracker)
         except Exception as err:
-            reason, message = reason_of(err)
-            await ws.send_text(
-                socket_reply("face_predict", hash_, "error", reason=reason, text=message)
-            )
+            await ws.send_text(socket_refusal("face_predict", hash_, err))
             continue
         if recognition.user_id is not None:
             last_user = recognition.user_id
@@ -140,8 +137,7 @@ async def stt(ws: WebSocket, tools: _Tools) -> None:
                 audio, language=settings.engines.asr.language
             )
         except Exception as err:
-            reason, message = reason_of(err)
-            await ws.send_text(socket_reply("stt", hash_, "error", reason=reason, text=message))
+            await ws.send_text(socket_refusal("stt", hash_, err))
             continue
         await ws.send_text(transcript.text.strip())
 
@@ -190,8 +186,7 @@ async def tts(ws: WebSocket, tools: _Tools) -> None:
                 encode_speech, speech.pcm, speech.sample_rate, fmt, rate
             )
         except Exception as err:
-            reason, message = reason_of(err)
-            await ws.send_text(socket_reply("tts", hash_, "error", reason=reason, text=message))
+            await ws.send_text(socket_refusal("tts", hash_, err))
             continue
         await ws.send_bytes(audio)
 

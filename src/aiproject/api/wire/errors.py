@@ -9,6 +9,10 @@ legacy line). Lookup order, first match wins:
 2. ``codes``: the ``code`` of an :class:`~aiproject.errors.AiProjectError`;
 3. ``fallbacks``: exception types again, in order (families such as engine errors);
 4. ``unexpected``: anything else, logged with its traceback, never shown to the client.
+
+A busy engine (:class:`~aiproject.engines.errors.EngineBusy`: a pool's line or the LLM's is
+full, or a job waited too long) gets each spec's own busy answer from a :func:`busy` rule,
+with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from aiproject.engines.errors import EngineBusy
 from aiproject.errors import AiProjectError
 from aiproject.telemetry import REFUSALS
 
@@ -116,6 +121,18 @@ class ErrorMapper:
 
 def _apply(answer: Outcome | Callable[[Any], Failure], err: BaseException) -> Failure:
     return answer.failure(err) if isinstance(answer, Outcome) else answer(err)
+
+
+def busy(status: int, code: str, message: str | Wording | None = None) -> Rule:
+    """Return the rule answering a busy engine: ``status``, ``code``, ``message`` and
+    ``Retry-After`` (the engine's hint, in whole seconds); put it in ``rules``."""
+    outcome = Outcome(status, code, message)
+
+    def answer(err: EngineBusy) -> Failure:
+        retry = {"Retry-After": str(err.retry_after_s)}
+        return dataclasses.replace(outcome.failure(err), headers=retry)
+
+    return (EngineBusy, answer)
 
 
 def validation_message(

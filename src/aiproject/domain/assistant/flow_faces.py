@@ -21,7 +21,7 @@ from aiproject.engines.face.base import Face, FaceEngine, Metric
 from aiproject.engines.face.landmarks import FaceLandmarks
 from aiproject.engines.face.liveness import LivenessTracker
 from aiproject.engines.face.quality import QualityLimits, near_duplicate
-from aiproject.engines.images import ImageLimits, RGBImage, decode_image
+from aiproject.engines.images import ImageDecoder, ImageLimits, RGBImage
 from aiproject.store.assistant import AssistantStore
 from aiproject.store.db import Database
 from aiproject.store.faces import FaceGallery
@@ -45,12 +45,20 @@ class FrameCheck:
     landmarks: FaceLandmarks | None = None
 
 
+# Frames are decoded no larger than this longer side: the detector scans at most 640 px
+# (engines.face.detect_max_side) and a face chip is 150 px; Full HD keeps distant faces.
+FRAME_SIDE = 1920
+
+
 class FaceChecker:
     """Finds the one usable face of a frame (the face engine's quality checks)."""
 
-    def __init__(self, engine: FaceEngine, settings: AssistantSettings.Faces) -> None:
+    def __init__(
+        self, engine: FaceEngine, settings: AssistantSettings.Faces, decoder: ImageDecoder
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.decoder = decoder
         self.limits = ImageLimits(
             max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
@@ -60,9 +68,9 @@ class FaceChecker:
             min_sharpness=settings.min_sharpness,
         )
 
-    def decode(self, data: bytes) -> RGBImage:
-        """Decode an uploaded frame or raise ``MediaError``."""
-        return decode_image(data, self.limits)
+    async def decode(self, data: bytes) -> RGBImage:
+        """Decode an uploaded frame in the bounded picture pool or raise ``MediaError``."""
+        return await self.decoder.decode(data, self.limits, max_side=FRAME_SIDE)
 
     async def check(self, image: RGBImage) -> FrameCheck:
         """Return the frame's face if it is the only one and good enough."""
@@ -120,7 +128,7 @@ class FaceRecognizer:
 
     async def recognise(self, data: bytes, tracker: LivenessTracker | None = None) -> Recognition:
         """Check one frame and look its face up in the gallery."""
-        image = self.checker.decode(data)
+        image = await self.checker.decode(data)
         checked = await self.checker.check(image)
         live = tracker is None or tracker.feed(checked.landmarks).seen
         if checked.face is None:
@@ -165,7 +173,7 @@ class Enrolment:
 
     async def add(self, data: bytes) -> EnrolmentStep:
         """Take one frame; enrol the user once enough samples were collected."""
-        image = self.checker.decode(data)
+        image = await self.checker.decode(data)
         checked = await self.checker.check(image)
         if checked.face is None:
             return self._continue(checked.problem)

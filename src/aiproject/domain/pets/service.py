@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
@@ -27,13 +27,17 @@ from aiproject.domain.pets.vomit_advice import PetFacts, assess, report_text, si
 from aiproject.domain.pets.vomit_vision import reference_events, vision_events
 from aiproject.engines.errors import MediaError
 from aiproject.engines.image.labels import guess_pet
-from aiproject.engines.images import ImageLimits, RGBImage, decode_image
+from aiproject.engines.images import ImageLimits, RGBImage, decode_image, image_size
 from aiproject.engines.registry import Engines
 from aiproject.engines.vision.base import VisionLLM
 from aiproject.errors import AiProjectError
 from aiproject.fetch import FetchPolicy, fetch
 from aiproject.store.db import Database
 from aiproject.store.pets import NewAnalysis, PetAnalysis, PetProfile, PetStore
+
+# Photos are decoded no larger than this longer side: the most any step uses (the vision
+# model's 1024; the classifier takes 224, the vomit measurements 384, sharpness 512).
+DECODE_SIDE = 1024
 
 
 class Module(IntEnum):
@@ -187,13 +191,15 @@ class PetService:
         fetched = await fetch(job.request.img_url, self.policy)
         record.sha256 = hashlib.sha256(fetched.body).hexdigest()
         try:
-            image = await asyncio.to_thread(self._decode, fetched.body)
-            record.phash = await asyncio.to_thread(perceptual_hash, image)
+            # Decoding and the picture measurements run in the bounded picture pool.
+            pictures = self.engines.images
+            image = await pictures.run(lambda: self._decode(fetched.body))
+            record.phash = await pictures.run(lambda: perceptual_hash(image))
             classifier = await self.engines.image()
             vomit: VomitMeasurements | None = None
             if job.module is Module.VOMIT:
                 labels, vomit = await asyncio.gather(
-                    classifier.classify(image, top_k=20), asyncio.to_thread(measure_vomit, image)
+                    classifier.classify(image, top_k=20), pictures.run(lambda: measure_vomit(image))
                 )
             else:
                 labels = await classifier.classify(image, top_k=20)
@@ -233,13 +239,16 @@ class PetService:
                 yield event
 
     def _decode(self, body: bytes) -> RGBImage:
-        """Decode and check the quality (blocking; runs in a worker thread)."""
+        """Decode (no larger than any module uses) and check the quality; blocking."""
         try:
-            image = decode_image(body, self.limits)
+            width, height = image_size(body, self.limits)
+            image = decode_image(body, self.limits, max_side=DECODE_SIDE)
         except MediaError as err:
             code = err.code if err.code in ("image-too-large", "image-too-small") else ""
             raise _Unfit(code or "image-undecodable") from err
-        problem = measure_quality(image).problem(self.thresholds)
+        # The photo's size as taken, not as decoded, decides whether it is too small.
+        quality = replace(measure_quality(image), width=width, height=height)
+        problem = quality.problem(self.thresholds)
         if problem is not None:
             raise _Unfit(f"image-{problem.value}")
         return image

@@ -23,12 +23,15 @@ import anyio
 from aiproject.config import Settings
 from aiproject.domain.rest.accounts import Account, Accounts
 from aiproject.engines.audio import decode_audio
-from aiproject.engines.images import ImageLimits, decode_image, encode_jpeg, sniff_image_format
+from aiproject.engines.images import ImageLimits, encode_jpeg, sniff_image_format
 from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role, UsageMeter
 from aiproject.engines.registry import Engines
 from aiproject.errors import AiProjectError
 
 _PICTURE_FORMATS = ("jpeg", "png")
+# Pictures are decoded no larger than this longer side: rapidocr shrinks anything larger to
+# it before detection (its Global.max_side_len), and a vision server gets no more either.
+PICTURE_SIDE = 2000
 
 
 class ModelCallError(AiProjectError):
@@ -217,7 +220,7 @@ class MeteredModels:
         )
         if sniff_image_format(data) not in _PICTURE_FORMATS:
             raise ModelCallError("file-format-illegal", "the picture must be a JPEG or PNG image")
-        image = await asyncio.to_thread(decode_image, data, limits)
+        image = await self.engines.images.decode(data, limits, max_side=PICTURE_SIDE)
         if mode is PictureMode.DESCRIBE:
             vision = await self.engines.vision()
             if vision is None:
