@@ -131,7 +131,7 @@ async def test_face_predict_answers_bad_frames_with_an_error_and_stays_open(
         frames: list[bytes | str] = [
             "hello",
             b"\x00garbage" * 10,
-            b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+            (FACES / "32bit.png").read_bytes()[:200],  # a PNG cut off after its header
             (FACES / "obama.jpg").read_bytes(),  # over the 20 kB set here
             b"",
         ]
