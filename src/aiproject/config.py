@@ -322,7 +322,8 @@ class LimitsSettings(StrictModel):
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_audio_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(default=40_000_000, ge=1024)
+    # Checked from the image header before a pixel is decoded; 24 MP is a 6000 x 4000 photo.
+    max_image_pixels: int = Field(default=24_000_000, ge=1024)
     max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
     # The whole request body must arrive within this (a client that stalls mid-upload).
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
