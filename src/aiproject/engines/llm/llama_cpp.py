@@ -38,7 +38,7 @@ import anyio
 import llama_cpp
 
 from aiproject.config import LLMSettings
-from aiproject.engines.blocking import BlockingPool
+from aiproject.engines.blocking import Admission, BlockingPool
 from aiproject.engines.errors import BadInput, EngineUnavailable, LLMBusy, LLMError
 from aiproject.engines.llm.base import (
     LLM,
@@ -132,8 +132,10 @@ class LlamaCppLLM(LLM):
         except BaseException:
             llama_cpp.llama_model_free(self._model)
             raise
-        # Tokenizing only reads the vocabulary, so it need not wait behind a generation.
-        self._tokenizer_pool = BlockingPool("llm-tokenize", workers=1)
+        # Tokenizing only reads the vocabulary, so it need not wait behind a generation. Its
+        # line is unbounded: it takes milliseconds, and the decoder's own line (parallel,
+        # max_waiting, max_wait_s) is where a chat is refused as busy.
+        self._tokenizer_pool = BlockingPool("llm-tokenize", workers=1, admission=Admission())
         self.last_warm: WarmReport | None = None
 
     @classmethod
