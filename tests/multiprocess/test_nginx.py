@@ -42,9 +42,13 @@ def render(workers: list[Worker], ports: dict[int, int]) -> str:
         text, n = re.subn(rf"listen {spec_port};", f"listen 127.0.0.1:{port};", text)
         assert n == 1, spec_port
     servers = "".join(f"    server 127.0.0.1:{w.port};\n" for w in workers)
+
+    def upstream(match: re.Match[str]) -> str:
+        return match.group(1) + servers
+
     text, n = re.subn(
         r"(upstream aiproject_http \{[^\n]*\n    least_conn;\n)(    server [^\n]*\n)+",
-        lambda m: m.group(1) + servers,
+        upstream,
         text,
     )
     assert n == 1

@@ -69,3 +69,24 @@ async def test_watchers_are_woken_again_after_the_listening_connection_dies(
             assert await _woken(probe)
         await other.changes.publish("things", "a")
         assert await _woken(changed)
+
+
+async def test_a_change_announced_in_a_transaction_arrives_only_if_it_commits(
+    db: Database, other: Database
+) -> None:
+    source = other if not db.is_sqlite else db
+
+    class Abandon(Exception):
+        pass
+
+    async with db.changes.watch("things", "rolled-back") as rolled_back:
+        with pytest.raises(Abandon):
+            async with source.session() as session:
+                await source.changes.publish_with(session, "things", "rolled-back")
+                raise Abandon
+        async with db.changes.watch("things", "committed") as committed:
+            async with source.session() as session:
+                await source.changes.publish_with(session, "things", "committed")
+            assert await _woken(committed)
+        # Announced earlier than the committed one: it would have arrived first.
+        assert not rolled_back.is_set()

@@ -19,8 +19,10 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import event as orm_events
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 if TYPE_CHECKING:
     from aiproject.store.db import Database
@@ -84,6 +86,22 @@ class ChangeFeed:
                 text("SELECT pg_notify(:channel, :key)"),
                 {"channel": self._prefix + channel, "key": key},
             )
+
+    async def publish_with(self, session: AsyncSession, channel: str, key: str) -> None:
+        """Announce a change made in ``session``'s transaction, delivered when it commits.
+
+        On PostgreSQL the NOTIFY is part of the transaction (no extra round trip, and nothing
+        is announced if it rolls back); on SQLite the watchers are woken after the commit.
+        """
+        if self._postgres:
+            await session.execute(
+                text("SELECT pg_notify(:channel, :key)"),
+                {"channel": self._prefix + channel, "key": key},
+            )
+            return
+        orm_events.listen(
+            session.sync_session, "after_commit", lambda _s: self._wake(channel, key), once=True
+        )
 
     async def aclose(self) -> None:
         """Stop listening."""

@@ -206,10 +206,10 @@ class LingxiStore:
                     set_={"chat_id": statement.excluded.chat_id, "started_at": utcnow()},
                 )
             )
-        try:
-            await self._db.changes.publish(CHAT_CHANNEL, _chat_key(device_id, session_id))
-        except SQLAlchemyError as err:  # the older chat notices on its next re-check
-            log.warning("lingxi: cannot announce a new chat: %s", err)
+            # Announced with the claim itself: delivered when (and only if) it commits.
+            await self._db.changes.publish_with(
+                session, CHAT_CHANNEL, _chat_key(device_id, session_id)
+            )
 
     def watch_chat(
         self, device_id: str, session_id: str
