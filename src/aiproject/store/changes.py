@@ -1,8 +1,9 @@
 """Tell every process at once that a keyed record changed: LISTEN/NOTIFY, or in-process.
 
-A writer commits its change, then calls :meth:`ChangeFeed.publish` with a channel and a key
-(``"lingxi_chat"``, ``"dog/s1"``); every :meth:`ChangeFeed.watch` on that channel and key, in
-this process or any other on the same PostgreSQL database, has its event set. A notification
+A writer announces its change with :meth:`ChangeFeed.publish_with` inside the transaction
+that makes it, with a channel and a key (``"lingxi_chat"``, ``"dog/s1"``); when it commits,
+every :meth:`ChangeFeed.watch` on that channel and key, in this process or any other on the
+same PostgreSQL database, has its event set. A notification
 says only "look again": watchers re-read the record, so a notification lost while the
 listening connection was down costs a late answer, not a wrong one (after reconnecting, every
 watcher is woken once to look again).
@@ -75,17 +76,6 @@ class ChangeFeed:
             watchers.discard(event)
             if not watchers:
                 del self._watchers[(channel, key)]
-
-    async def publish(self, channel: str, key: str) -> None:
-        """Tell every watcher of ``key`` on ``channel``, in every process, to look again."""
-        if not self._postgres:
-            self._wake(channel, key)
-            return
-        async with self._db.engine.begin() as conn:
-            await conn.execute(
-                text("SELECT pg_notify(:channel, :key)"),
-                {"channel": self._prefix + channel, "key": key},
-            )
 
     async def publish_with(self, session: AsyncSession, channel: str, key: str) -> None:
         """Announce a change made in ``session``'s transaction, delivered when it commits.
