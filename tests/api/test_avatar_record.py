@@ -83,7 +83,9 @@ async def test_a_recording_holds_what_was_sent_with_lips_in_sync(
     pictures, sound, durations = _decode(download.content)
     assert len(pictures) == frames
     assert abs(durations["video"] - durations["audio"]) <= 1 / 25 + 1e-6, durations
-    assert abs(len(sound) / 16_000 - frames / 25) <= 1 / 25, (len(sound), frames)
+    assert abs(durations["video"] - frames / 25) <= 1 / 25, durations
+    # Decoded AAC ends on a whole 1024-sample packet; the container's edit list trims it.
+    assert 0 <= len(sound) - frames * 640 < 1024, (len(sound), frames)
 
     # Lips and sound together: per frame, loudness and mouth opening correlate best at lag 0.
     mask = mouth_mask(served.renderer)

@@ -177,7 +177,11 @@ async def test_100_offers_opened_and_dropped_leave_nothing_behind(
     assert after[1] <= before[1], (before, after)  # no peer connection object either
     assert after[2] <= before[2], (before, after)
     assert after[3] == before[3], (before, after)  # besides the bounded pools, no thread
-    assert rss_after - rss_before < 64 * 2**20, (rss_before, rss_after)
+    # C libraries (libvpx, FFmpeg, OpenSSL) leave fragmented arenas behind: the resident size
+    # wanders by some tens of MB between rounds of sessions without growing with them (Python's
+    # own allocations stay flat). A session that leaked its frames (2 MB and more) would not
+    # fit in this bound 100 times over.
+    assert rss_after - rss_before < 128 * 2**20, (rss_before, rss_after)
 
 
 def _encoded(path: Path, codec: str, fmt: str) -> bytes:

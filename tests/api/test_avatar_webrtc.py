@@ -14,10 +14,17 @@ from collections.abc import AsyncIterator
 import httpx
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 
 from aiproject.config import Settings
 from aiproject.engines.registry import Engines
-from tests.support.avatar import AvatarClient, Served, avatar_server, mouth_mask, rest_and_open
+from tests.support.avatar import (
+    AvatarClient,
+    Served,
+    avatar_server,
+    mouth_mask,
+    rest_and_open,
+)
 
 ECHO = "你好，我是数字人。今天天气很好，我们一起出去走走吧。"
 
@@ -55,10 +62,14 @@ async def test_the_spec_flow_streams_both_tracks_on_one_clock(
     }
     steps = np.diff([s.pts for s in client.video[:50]])
     assert np.median(steps) == 3600  # 90 kHz / 25 fps
-    assert all(step > 0 and step % 3600 == 0 for step in steps)
+    assert all(step > 0 and step % 3600 == 0 for step in steps), steps
     heard = client.audio[:100]
     assert {(h.rate, h.samples) for h in heard} == {(48_000, 960)}
-    assert all(b.pts - a.pts == a.samples for a, b in itertools.pairwise(heard))
+    # Contiguous 20 ms frames; a track the loaded machine called over 200 ms late skips ahead
+    # on the clock (whole frames) rather than drift, so allow a few such steps.
+    steps = [b.pts - a.pts for a, b in itertools.pairwise(heard)]
+    assert all(step > 0 and step % 960 == 0 for step in steps), steps
+    assert sum(step == 960 for step in steps) >= 0.9 * len(steps), steps
     assert all(h.silent for h in heard)  # nothing said yet
     assert await client.post("/is_speaking") == {"code": 0, "data": False}
 
@@ -103,3 +114,72 @@ async def test_speech_moves_the_mouth_and_is_speaking_follows(
     later_audio = [h for h in client.audio if h.seq >= after][20:]
     assert all(abs(s.mouth - rest) < 0.25 * span for s in later_video)
     assert all(h.silent for h in later_audio)
+
+
+async def test_h264_only_clients_get_h264(served: Served, client: AvatarClient) -> None:
+    from aiortc import RTCRtpSender
+
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    h264 = [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+    answer = await client.connect(video_codecs=h264)
+    assert "VP8" not in answer["sdp"] and "H264/90000" in answer["sdp"]
+    await client.wait_frames(video=25, audio=50)
+    assert {(s.width, s.height) for s in client.video} == {
+        (served.renderer.width, served.renderer.height)
+    }
+
+
+async def test_audio_only_and_sendrecv_offers(served: Served) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="sendrecv")  # as a page with a microphone offers
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        answer = (await http.post("/offer", json=offer)).json()
+        await pc.close()
+        assert "m=video" not in answer["sdp"]
+        audio = answer["sdp"].split("m=audio", 1)[1]
+        assert "a=sendonly" in audio  # the client's microphone is never asked for
+        assert served.manager.live == 1  # ended by the connect timeout or the server's stop
+
+
+async def test_the_static_face_keeps_the_mouth_shut_while_the_voice_plays(
+    served: Served, client: AvatarClient
+) -> None:
+    await client.connect()
+    assert await client.post("/set_audiotype", audiotype=1, reinit=False) == {
+        "code": 0,
+        "data": "ok",
+    }
+    await client.post("/human", type="echo", text=ECHO)
+    await client.wait_event("speaking_start", utterance=1)
+    end = client.next_seq()
+    await client.wait_event("speaking_end", utterance=1)
+    began = next(seq for seq, kind, _ in client.events if kind == "speaking_start")
+    rest, wide = rest_and_open(served.renderer)
+    spoken = [s for s in client.video if began + 10 <= s.seq < end]
+    assert any(not h.silent for h in client.audio if h.seq >= began)
+    assert all(abs(s.mouth - rest) < 0.25 * abs(wide - rest) for s in spoken)
+
+
+@pytest.mark.slow
+async def test_chat_speaks_the_embedded_llms_answer(settings: Settings, engines: Engines) -> None:
+    configured = settings.model_copy(
+        update={"avatar": settings.avatar.model_copy(update={"max_tokens": 40})}
+    )
+    async with (
+        avatar_server(configured, engines) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=60) as http,
+    ):
+        client = AvatarClient(http)
+        await client.connect()
+        try:
+            await client.post("/human", type="chat", text="用一句话介绍一下你自己。")
+            start = await client.wait_event("speaking_start", utterance=1)
+            sentence = await client.wait_event("sentence_start", utterance=1)
+            end = await client.wait_event("speaking_end", utterance=1)
+        finally:
+            await client.close()
+    assert start["kind"] == "chat" and end["interrupted"] is False
+    assert sentence["text"].strip()
+    assert any(not h.silent for h in client.audio)

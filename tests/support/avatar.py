@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import uvicorn
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
@@ -161,10 +161,14 @@ class AvatarClient:
                 self._arrived.clear()
                 await self._arrived.wait()
 
-    async def connect(self, *, events: bool = True) -> dict[str, Any]:
+    async def connect(
+        self, *, events: bool = True, video_codecs: list[RTCRtpCodecCapability] | None = None
+    ) -> dict[str, Any]:
         """Negotiate as the spec's example does; return the /offer answer."""
         self.pc.on("track", self._track)
-        self.pc.addTransceiver("video", direction="recvonly")
+        video = self.pc.addTransceiver("video", direction="recvonly")
+        if video_codecs is not None:
+            video.setCodecPreferences(video_codecs)
         self.pc.addTransceiver("audio", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         local = self.pc.localDescription

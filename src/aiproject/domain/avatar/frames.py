@@ -123,10 +123,14 @@ class FrameProducer:
             await timeline.wait_room()
             if timeline.closed:
                 return
-            job = self._next_job()
-            image = await loop.run_in_executor(self._pool, self._render, job)
-            self.rendered += 1
-            timeline.offer(Slot(job.generation, image, job.audio, job.audible, job.marks))
+            # Steady state: one frame per trip to the pool. Fallen behind (the event loop or
+            # the pool was busy): catch up with every free place in one trip.
+            count = timeline.room if timeline.queued <= 1 else 1
+            jobs = [self._next_job() for _ in range(count)]
+            images = await loop.run_in_executor(self._pool, self._render_all, jobs)
+            self.rendered += len(jobs)
+            for job, image in zip(jobs, images, strict=True):
+                timeline.offer(Slot(job.generation, image, job.audio, job.audible, job.marks))
 
     def _next_job(self) -> _Job:
         generation = self._speech.generation
@@ -149,6 +153,10 @@ class FrameProducer:
             take.speech_samples > 0,
             mouth_closed=self.audiotype is AudioType.STATIC,
         )
+
+    def _render_all(self, jobs: list[_Job]) -> list[I420Frame]:
+        """Render frames in order (in the pool)."""
+        return [self._render(job) for job in jobs]
 
     def _render(self, job: _Job) -> I420Frame:
         """Render one frame (in the pool)."""

@@ -112,6 +112,11 @@ class Timeline:
         """Return how many rendered slots wait to be sent."""
         return len(self._ready)
 
+    @property
+    def room(self) -> int:
+        """Return how many more rendered slots the queue takes."""
+        return max(0, QUEUE_FRAMES - len(self._ready))
+
     # --- the track side ------------------------------------------------------------------
 
     async def video(self) -> tuple[int, I420Frame]:
