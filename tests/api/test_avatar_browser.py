@@ -26,8 +26,6 @@ ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--autoplay-policy=no-user-gesture-required",
-    # Host candidates as addresses, not mDNS names that aiortc cannot resolve.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
 WAIT_MS = 120_000
 
