@@ -262,7 +262,6 @@ POOL_NAMES = (
     "face-onnx",
     "embedding-e5",
     "embedding-use",
-    "llm-tokenize",
 )
 
 

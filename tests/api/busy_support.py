@@ -17,12 +17,14 @@ from typing import Any
 
 from aiproject.config import Settings
 from aiproject.engines.blocking import BlockingPool
+from aiproject.engines.llm.base import ChatMessage, GenerationOptions, Role
+from aiproject.engines.llm.llama_cpp import LlamaCppLLM
 from aiproject.engines.models import ModelStore
 from aiproject.engines.registry import Engines
 
 WAIT_S = 120.0
 TIGHT: dict[str, Any] = {
-    "llm": {"model": "qwen2.5-0.5b", "n_ctx": 2048},
+    "llm": {"model": "qwen2.5-0.5b", "n_ctx": 2048, "parallel": 1, "max_waiting": 0},
     "admission": {"max_waiting": 0, "max_wait_s": 900, "decode_workers": 1},
 }
 
@@ -42,6 +44,24 @@ async def tight_engines(
         yield registry
     finally:
         await registry.aclose()
+
+
+@contextlib.asynccontextmanager
+async def llm_held(llm: LlamaCppLLM) -> AsyncIterator[None]:
+    """Take the model's only chat slot with a long generation until the block ends.
+
+    The decoder does not wait for a reader, so the chat holds its slot while it generates
+    (~1500 greedy tokens of counting); the caller checks ``llm.running`` afterwards.
+    """
+    count = [ChatMessage(Role.USER, "Count from 1 to 2000, separated by commas.")]
+    stream = llm.stream(count, GenerationOptions(max_tokens=1500, temperature=0))
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await anext(stream)
+        assert llm.running == 1
+        yield
+    finally:
+        await stream.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -20,15 +20,17 @@ from pydantic import SecretStr
 from aiproject.api.avatar import failure_body
 from aiproject.api.rest import failure
 from aiproject.api.surfaces import create_http_app
-from aiproject.config import Settings
+from aiproject.config import FetchSettings, Settings
 from aiproject.context import AppContext
 from aiproject.engines.errors import EngineBusy, LLMBusy
+from aiproject.engines.llm.llama_cpp import LlamaCppLLM
 from aiproject.engines.models import ModelStore
 from aiproject.engines.registry import Engines
-from tests.api.busy_support import held, tight_engines
+from tests.api.busy_support import held, llm_held, tight_engines
 from tests.api.test_lingxi_spec import HEADERS, PATH, body, check_stream, configure
 from tests.api.test_rest_media import PICTURES, new_user, pcm_of, pictures_left
 from tests.support.avatar import AvatarClient, avatar_server
+from tests.support.http_server import FakeHTTPServer, Reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 COFFEE = (FIXTURES / "images" / "coffee.jpg").read_bytes()
@@ -110,12 +112,14 @@ def test_rest_maps_a_busy_llm_like_any_busy_engine() -> None:
 async def test_lingxi_chat_ends_with_a_busy_error_event_while_the_model_is_taken(
     client: httpx.AsyncClient, tight: Engines
 ) -> None:
-    await tight.llm()
+    llm = await tight.llm()
+    assert isinstance(llm, LlamaCppLLM)
     chat = body("chat", "busy-dog", "busy-session", msg="今天星期几?")
-    async with held(tight.admission.pool("llm-tokenize")):
+    async with llm_held(llm):
         response = await client.post(PATH, content=json.dumps(chat), headers=HEADERS)
         assert response.status_code == 200  # the stream had started
         events = check_stream(response.content, "busy-session")
+        assert llm.running == 1  # the slot was still taken: the answer is the busy one
     assert len(events) == 1
     error = events[0]
     assert error["event"] == "error"
@@ -129,10 +133,10 @@ async def test_lingxi_chat_ends_with_a_busy_error_event_while_the_model_is_taken
 # --- spec 04 ------------------------------------------------------------------------------
 
 
-async def summary(client: httpx.AsyncClient, *, sse: bool) -> httpx.Response:
+async def summary(client: httpx.AsyncClient, *, sse: bool, url: str = "") -> httpx.Response:
     session = await client.post("/api/v1.0/ai-b/session", params={"token": PETS_TOKEN})
     request = {
-        "img_url": "data:image/jpeg;base64," + base64.b64encode(COFFEE).decode(),
+        "img_url": url or "data:image/jpeg;base64," + base64.b64encode(COFFEE).decode(),
         "sub_module_type": 1,
         "pet_profile_id": 0,
         "session_id": session.json()["session_id"],
@@ -165,6 +169,35 @@ async def test_pets_analysis_ends_with_a_busy_error_event_while_decoding_is_take
     # The workers are free again: the same photo is analysed (a coffee cup: no pet).
     names = [name for name, _ in sse_events((await summary(client, sse=True)).content)]
     assert "error" not in names and names[-1] == "end_stream"
+
+
+async def test_pets_does_not_download_a_photo_it_could_not_decode_now(
+    settings: Settings, tight: Engines
+) -> None:
+    photos = FakeHTTPServer(
+        {("GET", "/coffee.jpg"): lambda _r: Reply(body=COFFEE, content_type="image/jpeg")}
+    )
+    configured = settings.model_copy(
+        update={
+            "api_tokens": [SecretStr(PETS_TOKEN)],
+            "fetch": FetchSettings(allow_loopback=True),
+        }
+    )
+    context = await AppContext.open(configured, engines=tight)
+    transport = httpx.ASGITransport(create_http_app(context))
+    url = f"{photos.base_url}/coffee.jpg"
+    try:
+        with photos:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                async with held(tight.images.pool):
+                    refused = await summary(client, sse=True, url=url)
+                    assert photos.requests == []
+                served = await summary(client, sse=True, url=url)
+        assert [name for name, _ in sse_events(refused.content)][1] == "error"
+        assert "error" not in [name for name, _ in sse_events(served.content)]
+        assert len(photos.requests) == 1
+    finally:
+        await context.db.aclose()
 
 
 # --- spec 05 ------------------------------------------------------------------------------

@@ -346,3 +346,19 @@ def test_a_busy_llm_is_a_busy_engine() -> None:
     busy = LLMBusy("llm-busy", "16 chats already wait")
     assert isinstance(busy, EngineBusy) and isinstance(busy, LLMError)
     assert busy.retry_after_s >= 1
+
+
+async def test_check_room_refuses_only_when_a_job_would_be_refused() -> None:
+    pool = BlockingPool("t-room", 1, Admission(max_waiting=1))
+    pool.check_room()  # a free worker
+    gate = Gate()
+    held = await gate.hold(pool)
+    pool.check_room()  # a place in line
+    waiter = asyncio.ensure_future(pool.run(Recorder("waits")))
+    await asyncio.sleep(0)
+    with pytest.raises(EngineBusy):
+        pool.check_room()
+    gate.open.set()
+    await held
+    assert await asyncio.wait_for(waiter, 60) == "waits"
+    pool.check_room()

@@ -194,6 +194,17 @@ class BlockingPool:
         with self._lock:
             return self._running
 
+    def check_room(self) -> None:
+        """Raise :class:`EngineBusy` now if a job submitted now would be refused at once.
+
+        For a caller with costly work before its job (a download): refused before it, not
+        after. Nothing is reserved: the job may still find the line full later.
+        """
+        limit = self.admission.max_waiting
+        with self._lock:
+            if self._running >= self.workers and limit is not None and len(self._line) >= limit:
+                raise self._busy(f"{len(self._line)} jobs already wait for its workers")
+
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the pool and return its result (:class:`EngineBusy` past the line)."""
         await self._admit()

@@ -188,13 +188,12 @@ class PetService:
         await self._store(job, record)
 
     async def _run(self, job: Job, record: _Record) -> AsyncGenerator[AnalysisEvent, None]:
+        pictures = self.engines.images
+        pictures.pool.check_room()  # a photo that could not be decoded now is not downloaded
         fetched = await fetch(job.request.img_url, self.policy)
-        record.sha256 = hashlib.sha256(fetched.body).hexdigest()
         try:
-            # Decoding and the picture measurements run in the bounded picture pool.
-            pictures = self.engines.images
-            image = await pictures.run(lambda: self._decode(fetched.body))
-            record.phash = await pictures.run(lambda: perceptual_hash(image))
+            # Hashing, decoding and the picture measurements run in the bounded picture pool.
+            image = await pictures.run(lambda: self._prepare(fetched.body, record))
             classifier = await self.engines.image()
             vomit: VomitMeasurements | None = None
             if job.module is Module.VOMIT:
@@ -237,6 +236,13 @@ class PetService:
             record.outcome, record.code = "stopped", unfit.code
             for event in stop_events(unfit.code):
                 yield event
+
+    def _prepare(self, body: bytes, record: _Record) -> RGBImage:
+        """Hash, decode, check and fingerprint a photo (blocking: one job of the pool)."""
+        record.sha256 = hashlib.sha256(body).hexdigest()
+        image = self._decode(body)
+        record.phash = perceptual_hash(image)
+        return image
 
     def _decode(self, body: bytes) -> RGBImage:
         """Decode (no larger than any module uses) and check the quality; blocking."""
