@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from aiproject.domain.avatar.recorder import Recorder, Recording
 from aiproject.domain.avatar.speaker import RequestKind, Speaker, SpeechRequest
 from aiproject.domain.avatar.speech import Mark, MarkKind, SpeechBuffer
 from aiproject.domain.avatar.timeline import Slot, Timeline
-from aiproject.engines.avatar.base import SAMPLE_RATE, AvatarRenderer, FloatAudio
+from aiproject.engines.avatar.base import FPS, SAMPLE_RATE, AvatarRenderer, FloatAudio
 from aiproject.engines.registry import Engines
 from aiproject.errors import AiProjectError
 
@@ -105,7 +104,6 @@ class AvatarSession:
         self.closed = False
         self.close_reason = ""
         self.frames_sent = 0
-        self.on_close: Callable[[AvatarSession], Awaitable[None]] | None = None
 
     # --- life ----------------------------------------------------------------------------
 
@@ -248,7 +246,7 @@ class AvatarSession:
                 f"a session may keep {self._settings.max_recordings} recordings",
             )
         width, height = self.size
-        max_frames = max(1, int(self._settings.max_record_s * 25))
+        max_frames = max(1, int(self._settings.max_record_s * FPS))
         self._recorder = Recorder(shelf.new_path(self.id), width, height, max_frames)
         self.events.publish(EventKind.RECORD_START, name=self._recorder.name)
         return self._recorder.name
