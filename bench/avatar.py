@@ -205,13 +205,19 @@ async def sessions(
     print(f"\n# sessions speaking at once (echo in a loop), {seconds:g} s window each")
     print(
         "sessions  video fps/session (min)  audio s/s  skipped frames  server CPU %/session"
-        "  load avg"
+        "  load avg  lost"
     )
     for count in counts:
         https = [httpx.AsyncClient(base_url=url, timeout=120) for _ in range(count)]
         clients = [Client(h, *mask, watch_mouth=False) for h in https]
         try:
-            await asyncio.gather(*(c.connect() for c in clients))
+            connected = await asyncio.gather(
+                *(c.connect() for c in clients), return_exceptions=True
+            )
+            failed = [c for c, outcome in zip(clients, connected, strict=True) if outcome]
+            if failed:  # ICE/DTLS did not complete on the loaded machine, or /offer refused
+                print(f"{count:8}  {len(failed)} of {count} sessions did not connect: {connected}")
+                continue
             stop = asyncio.Event()
             talkers = [asyncio.create_task(talk_forever(c, stop)) for c in clients]
             await asyncio.gather(
@@ -222,6 +228,8 @@ async def sessions(
             cpu1, t1 = server.cpu_times(), time.perf_counter()
             stop.set()
             await asyncio.gather(*talkers, return_exceptions=True)
+            # Connections that closed or failed during the window (the server ended them).
+            lost = sum(c.pc.connectionState != "connected" for c in clients)
             fps, audio_rate, skipped = [], [], 0
             for c in clients:
                 frames = [f for f in c.video if t0 <= f[0] < t1]
@@ -234,7 +242,7 @@ async def sessions(
             print(
                 f"{count:8}  {statistics.mean(fps):9.1f} ({min(fps):4.1f})"
                 f"            {statistics.mean(audio_rate):8.2f}  {skipped:14}"
-                f"  {per:19.1f}  {os.getloadavg()[0]:8.2f}"
+                f"  {per:19.1f}  {os.getloadavg()[0]:8.2f}  {lost:4}"
             )
         finally:
             for c in clients:
