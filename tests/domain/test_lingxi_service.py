@@ -96,8 +96,8 @@ def test_device_voice_overrides_only_what_it_sets(db: Database, tmp_path: Path) 
 @pytest.mark.parametrize(
     ("commands", "llm", "by_llm"),
     [
-        ("auto", {}, False),  # the test-grade embedded model
-        ("auto", {"model_path": "/models/qwen.gguf"}, True),
+        ("auto", {}, False),  # embedded models: phrase rules (measured no worse, no slot)
+        ("auto", {"model_path": "/models/qwen.gguf"}, False),
         ("auto", {"backend": "openai"}, True),
         ("phrases", {"backend": "openai"}, False),
         ("llm", {}, True),

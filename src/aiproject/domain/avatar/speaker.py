@@ -23,6 +23,7 @@ import numpy as np
 
 from aiproject.config import AvatarSettings
 from aiproject.domain.avatar.speech import Int16Audio, Mark, MarkKind, SpeechBuffer
+from aiproject.domain.personas import ChatPrompts, ChatSurface
 from aiproject.domain.text import SentenceCutter
 from aiproject.engines.avatar.base import SAMPLE_RATE, FloatAudio
 from aiproject.engines.llm.base import ChatMessage, GenerationOptions, Role
@@ -59,14 +60,13 @@ Failed = Callable[[int, AiProjectError], None]
 class Conversation:
     """The chat turns of one session, the oldest forgotten first."""
 
-    def __init__(self, system_prompt: str, keep: int) -> None:
-        self._system = ChatMessage(Role.SYSTEM, system_prompt)
+    def __init__(self, keep: int) -> None:
         self._turns: deque[ChatMessage] = deque(maxlen=keep or None)
         self._keep = keep
 
-    def messages(self, question: str) -> list[ChatMessage]:
-        """Return what the LLM is asked: the system prompt, the turns so far, the question."""
-        return [self._system, *self._turns, ChatMessage(Role.USER, question)]
+    def turns(self) -> list[ChatMessage]:
+        """Return the turns so far (the persona's prompt and the question go around them)."""
+        return list(self._turns)
 
     def add(self, question: str, answer: str) -> None:
         """Remember a question and (what was said of) its answer."""
@@ -95,7 +95,10 @@ class Speaker:
         self._settings = settings
         self._failed = failed
         self._audible = audible
-        self.conversation = Conversation(settings.system_prompt, settings.history_messages)
+        self.conversation = Conversation(settings.history_messages)
+        self._prompts = ChatPrompts.for_surface(
+            ChatSurface.AVATAR, engines.settings, engines, system=settings.system_prompt
+        )
         self._thinking: set[asyncio.Task[None]] = set()
 
     async def speak(self, request: SpeechRequest) -> None:
@@ -162,14 +165,20 @@ class Speaker:
                 max_tokens=self._settings.max_tokens, temperature=self._settings.temperature
             )
             cutter = SentenceCutter(self._settings.max_sentence_chars)
-            stream = llm.stream(self.conversation.messages(question), options)
+            # The persona's fixed prefix, the turns, the question with a service guide.
+            context = await self._prompts.context(question)
+            guard = context.guard(question)
+            messages = self._prompts.messages(self.conversation.turns(), question, context)
+            stream = llm.stream(messages, options)
             async with contextlib.aclosing(stream):
                 async for chunk in stream:
                     answer.append(chunk.text)
                     for sentence in cutter.feed(chunk.text):
-                        out.put_nowait(sentence)
+                        if said := guard.check(sentence):
+                            out.put_nowait(said)
             for sentence in cutter.flush():
-                out.put_nowait(sentence)
+                if said := guard.check(sentence):
+                    out.put_nowait(said)
         finally:
             out.put_nowait(None)
 

@@ -1,10 +1,14 @@
 """The Lingxi business service (spec 03): chat with a device, and its reports, resets and gets.
 
 A chat answer streams sentence by sentence (:mod:`aiproject.domain.text`) from the
-LLM, with the conversation of its (device_id, session_id) kept in the database. Requests for
-device actions are found by the catalogue's phrase rules (no LLM needed, confirmed with
-``lingxi.command_reply``) and, with a capable LLM, by a JSON choice validated against the
-catalogue. A new chat on a session supersedes the one still running there.
+LLM, with the conversation of its (device_id, session_id) kept in the database. The prompt is
+the Lingxi persona's fixed prefix (:mod:`aiproject.domain.personas`, warmed at start), the
+history, and the message with its context: device facts a note asks for, the actions being
+done, a government-service guide. Requests for device actions are found by the catalogue's
+phrase rules before the answer starts (no LLM; confirmed at once with
+``lingxi.command_reply`` in phrase mode); in LLM mode a short JSON choice on a fixed prefix of
+its own runs alongside the answer, never after it. A new chat on a session supersedes the
+one still running there.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from aiproject.domain.lingxi.messages import (
     Voice,
 )
 from aiproject.domain.lingxi.records import DeviceRecords
+from aiproject.domain.personas import AnswerGuard, ChatPrompts, ChatSurface
 from aiproject.domain.text import SentenceCutter, speakable
 from aiproject.engines.errors import EngineError
 from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role
@@ -44,20 +49,46 @@ from aiproject.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
-_ACTIONS_PROMPT = (
-    "\n你能让设备做这些动作:\n{catalogue}\n用户要求做动作时,简短地答应;动作由设备执行。"
-)
-_DOING_PROMPT = "\n设备正在执行: {actions}。"
+# Context of a turn whose request matched the phrase rules (LLM mode).
+_DOING = "【正在执行】你正在做这些动作：{actions}。简短地答应一声。"
+# The fixed prompt of the action choice; the user's message alone follows it.
 _CHOOSE_PROMPT = (
-    "根据用户的话和助手的回答,选出设备现在要执行的动作,只能从下列动作中选;"
-    "没有要执行的动作就返回空列表。\n动作:\n{catalogue}"
+    "你是机器狗的动作选择器。根据用户说的话，选出机器狗现在要做的动作，只能从下列动作中选；"
+    "用户没有明确要求机器狗做动作时返回空列表。只回答JSON。\n动作:\n{catalogue}"
 )
-_CHOICE_TOKENS = 200
+_CHOICE_TOKENS = 96
 # Idle conversations of every device are deleted at most this often.
 _FORGET_EVERY_S = 60.0
 
 Emit = Callable[[Reply | None], None]
 SessionKey = tuple[str, str]
+
+
+def commands_by_llm(settings: Settings) -> bool:
+    """Say whether the LLM chooses actions too (``llm``, or ``auto`` with a model server).
+
+    The embedded models are not asked in ``auto``: measured on a labelled set, the 1.5B's
+    choice was no better than the phrase rules and cost a decoding slot per turn.
+    """
+    mode = settings.lingxi.commands
+    return mode == "llm" or (mode == "auto" and settings.engines.llm.backend == "openai")
+
+
+def chooser_prefix(catalogue: ActionCatalogue) -> list[ChatMessage]:
+    """Return the fixed prompt of the action choice (warmed at start in LLM mode)."""
+    return [ChatMessage(Role.SYSTEM, _CHOOSE_PROMPT.format(catalogue=catalogue.describe()))]
+
+
+def lingxi_prompts(settings: Settings, engines: Engines | None) -> ChatPrompts:
+    """Return the Lingxi persona's prompts (``lingxi.system_prompt`` replaces its system prompt)."""
+    lingxi = settings.lingxi
+    return ChatPrompts.for_surface(
+        ChatSurface.LINGXI,
+        settings,
+        engines,
+        system=lingxi.system_prompt,
+        timezone=lingxi.timezone,
+    )
 
 
 class LingxiService:
@@ -70,11 +101,9 @@ class LingxiService:
         self._store = LingxiStore(db)
         self._records = DeviceRecords(self._store, self.settings, self.catalogue)
         self._engines = engines
-        llm = settings.engines.llm
-        capable = llm.backend == "openai" or llm.model_path is not None
-        self.commands_by_llm = self.settings.commands == "llm" or (
-            self.settings.commands == "auto" and capable
-        )
+        self.prompts = lingxi_prompts(settings, engines)
+        self.commands_by_llm = commands_by_llm(settings)
+        self._chooser = chooser_prefix(self.catalogue)
         self._running: dict[SessionKey, asyncio.Task[None]] = {}
         self._forgot_at = float("-inf")
 
@@ -183,15 +212,18 @@ class LingxiService:
             await self._confirm(request, asked, voice, emit)
             return
         spoken: list[str] = []
+        choosing: asyncio.Task[tuple[Action, ...]] | None = None
         try:
             # Shielded: a chat superseded while the model loads must not abort the load.
             llm = await asyncio.shield(self._engines.llm())
-            messages = [
-                ChatMessage(Role.SYSTEM, self._system_prompt(asked)),
-                *await self._history(request),
-                ChatMessage(Role.USER, said),
-            ]
-            await self._stream(llm, messages, voice, emit, spoken)
+            if self.commands_by_llm and not asked:
+                # Alongside the answer, on its own fixed prefix: never a second wait after it.
+                choosing = asyncio.create_task(self._choose_actions(llm, said))
+            messages, guard = await self._prompt(request, said, asked)
+            await self._stream(llm, messages, voice, emit, spoken, guard)
+            if not spoken:
+                emit(Speech(self.settings.fallback_answer, voice))
+            actions = asked or (await choosing if choosing is not None else ())
         except EngineError as err:
             if not asked or spoken:
                 raise
@@ -199,15 +231,32 @@ class LingxiService:
             await self._confirm(request, asked, voice, emit)
             return
         finally:
+            if choosing is not None and not choosing.done():  # left early
+                choosing.cancel()
+                await asyncio.wait([choosing])
             if spoken:  # even when superseded or gone: the device said it
                 await asyncio.shield(self._remember(request, _join(spoken)))
-        if not spoken:
-            emit(Speech(self.settings.fallback_answer, voice))
-        actions = asked
-        if not actions and self.commands_by_llm:
-            actions = await self._choose_actions(llm, said, _join(spoken))
         if actions:
             emit(Commands(actions))
+
+    async def _prompt(
+        self, request: ChatRequest, said: str, asked: tuple[Action, ...]
+    ) -> tuple[list[ChatMessage], AnswerGuard]:
+        """Return the turn's prompt and the checker of its answer (history read alongside)."""
+        names = [spec.description for a in asked if (spec := self.catalogue.get(a.name))]
+        doing = [_DOING.format(actions="、".join(names))] if names else []
+
+        async def device() -> dict[str, str]:
+            state = await self._store.device_state(request.device_id)
+            return {
+                "battery": _percent(state.battery_level),
+                "volume": _percent(state.volume_level),
+            }
+
+        context, history = await asyncio.gather(
+            self.prompts.context(said, device=device, extra=doing), self._history(request)
+        )
+        return self.prompts.messages(history, said, context), context.guard(said)
 
     async def _confirm(
         self, request: ChatRequest, asked: tuple[Action, ...], voice: Voice, emit: Emit
@@ -227,8 +276,9 @@ class LingxiService:
         voice: Voice,
         emit: Emit,
         spoken: list[str],
+        guard: AnswerGuard,
     ) -> None:
-        """Stream the LLM's answer, emitting each piece as soon as it is complete."""
+        """Stream the LLM's answer, emitting each piece the guard lets through at once."""
         cutter = SentenceCutter(self.settings.max_sentence_chars)
         options = GenerationOptions(
             max_tokens=self.settings.max_tokens, temperature=self.settings.temperature
@@ -237,29 +287,19 @@ class LingxiService:
         async with contextlib.aclosing(chunks):
             async for text in chunks:
                 for piece in cutter.feed(text):
-                    spoken.append(piece)
-                    emit(Speech(piece, voice))
+                    self._say(guard.check(piece), voice, emit, spoken)
         for piece in cutter.flush():
+            self._say(guard.check(piece), voice, emit, spoken)
+
+    @staticmethod
+    def _say(piece: str, voice: Voice, emit: Emit, spoken: list[str]) -> None:
+        if piece:
             spoken.append(piece)
             emit(Speech(piece, voice))
 
-    def _system_prompt(self, asked: tuple[Action, ...]) -> str:
-        prompt = self.settings.system_prompt
-        if self.commands_by_llm:
-            prompt += _ACTIONS_PROMPT.format(catalogue=self.catalogue.describe())
-        if asked:
-            doing = ",".join(
-                spec.description for a in asked if (spec := self.catalogue.get(a.name))
-            )
-            prompt += _DOING_PROMPT.format(actions=doing)
-        return prompt
-
-    async def _choose_actions(self, llm: LLM, said: str, answer: str) -> tuple[Action, ...]:
-        """Ask the LLM for the actions the turn calls for, as JSON checked by the catalogue."""
-        messages = [
-            ChatMessage(Role.SYSTEM, _CHOOSE_PROMPT.format(catalogue=self.catalogue.describe())),
-            ChatMessage(Role.USER, f"用户: {said}\n助手: {answer}"),
-        ]
+    async def _choose_actions(self, llm: LLM, said: str) -> tuple[Action, ...]:
+        """Ask the LLM for the actions ``said`` calls for, as JSON checked by the catalogue."""
+        messages = [*self._chooser, ChatMessage(Role.USER, said)]
         options = GenerationOptions(
             max_tokens=_CHOICE_TOKENS, temperature=0.0, json_schema=self.catalogue.json_schema()
         )
@@ -308,6 +348,10 @@ async def _texts(
         close = getattr(stream, "aclose", None)
         if close is not None:
             await close()
+
+
+def _percent(level: int | None) -> str:
+    return "不知道" if level is None else f"{level}%"
 
 
 def _join(pieces: list[str]) -> str:

@@ -21,6 +21,7 @@ from enum import StrEnum
 import anyio
 
 from aiproject.config import Settings
+from aiproject.domain.personas import ChatPrompts, ChatSurface
 from aiproject.domain.rest.accounts import Account, Accounts
 from aiproject.engines.audio import decode_audio
 from aiproject.engines.images import ImageLimits, encode_jpeg, sniff_image_format
@@ -160,6 +161,7 @@ class MeteredModels:
         self.engines = engines
         self.accounts = accounts
         self.settings = settings
+        self.prompts = ChatPrompts.for_surface(ChatSurface.REST, settings, engines)
 
     async def start_chat(
         self, public_id: str | None, username: str | None, dialog: Sequence[ChatMessage]
@@ -189,11 +191,24 @@ class MeteredModels:
             llm,
             self.accounts,
             account,
-            dialog,
+            await self._prompt(dialog),
             options,
             question_tokens=question_tokens,
             dialog_tokens=dialog_tokens,
         )
+
+    async def _prompt(self, dialog: Sequence[ChatMessage]) -> list[ChatMessage]:
+        """Return the prompt: persona, dialog, and the last question with its context.
+
+        The REST persona comes first unless the dialog brings a system message of its own;
+        the context (a service guide, the clock) rides in the last user message.
+        """
+        last = max(i for i, message in enumerate(dialog) if message.role is Role.USER)
+        question = dialog[last].content
+        context = await self.prompts.context(question)
+        own = any(message.role is Role.SYSTEM for message in dialog)
+        asked = self.prompts.messages(dialog[:last], question, context, with_prefix=not own)
+        return [*asked, *dialog[last + 1 :]]
 
     async def transcribe(self, data: bytes) -> str:
         """Return the text spoken in PCM16 16 kHz mono or an audio file (WAV, ...)."""

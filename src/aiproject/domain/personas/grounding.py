@@ -1,0 +1,115 @@
+"""Answers about government services come from the spec 01 catalogue, not the model's memory.
+
+:class:`ServiceKnowledge` holds one :class:`ServiceCatalog` per process, built on first use
+(or by :meth:`ServiceKnowledge.start` at serve time) with the example embeddings cached under
+``<models_dir>/assistant`` like the assistant's. A question it classifies as a service gets
+the matched items' guides: department, conditions, materials, steps, fees and time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiproject.config import Settings
+from aiproject.domain.assistant.catalog import ServiceItem, load_catalogue
+from aiproject.domain.assistant.classifier import ServiceCatalog
+from aiproject.engines.registry import Engines
+from aiproject.errors import AiProjectError
+
+log = logging.getLogger(__name__)
+
+# Guides put into one prompt at most (each is one to three hundred tokens).
+MAX_GUIDES = 2
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the catalogue says about a question."""
+
+    items: tuple[ServiceItem, ...]
+    # Other items of the same family when the question did not say which one it meant.
+    alternatives: tuple[ServiceItem, ...] = ()
+    # False when the catalogue could not be consulted (its models failed to load).
+    available: bool = True
+
+
+def guide(item: ServiceItem, alternatives: tuple[ServiceItem, ...] = ()) -> str:
+    """Return an item's guide as prompt text."""
+    lines = [f"【办事指南：{item.name}】"]
+    if alternatives:
+        names = "、".join(other.name for other in alternatives)
+        lines.append(f"（没说清是哪一项；同类事项还有：{names}）")
+    lines += [
+        f"办理地点：{item.department}",
+        f"办理条件：{_numbered(item.conditions)}",
+        f"需要带的材料：{_numbered(item.materials)}",
+        f"办理流程：{_numbered(item.steps)}",
+        f"费用：{item.fees}",
+        f"办理时限：{item.time_limit}",
+    ]
+    if item.online:
+        lines.append(f"网上办理：{item.online}")
+    return "\n".join(lines)
+
+
+def _log_failure(task: asyncio.Task[ServiceCatalog]) -> None:
+    """Log a failed build (and mark its exception retrieved: the next lookup tries again)."""
+    if not task.cancelled() and (err := task.exception()) is not None:
+        log.warning("service knowledge not built: %r", err)
+
+
+def _numbered(entries: tuple[str, ...]) -> str:
+    return "；".join(f"{n}. {entry}" for n, entry in enumerate(entries, 1))
+
+
+class ServiceKnowledge:
+    """The service catalogue of one process, built once, consulted by every chat surface."""
+
+    def __init__(self, settings: Settings, engines: Engines) -> None:
+        self._settings = settings
+        self._engines = engines
+        self._building: asyncio.Task[ServiceCatalog] | None = None
+
+    def start(self) -> asyncio.Task[ServiceCatalog]:
+        """Start building the catalogue in the background (once; again after a failure)."""
+        task = self._building
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.create_task(self._build(), name="service-knowledge")
+            task.add_done_callback(_log_failure)
+            self._building = task
+        return task
+
+    async def catalog(self) -> ServiceCatalog:
+        """Return the catalogue, waiting for it to be built."""
+        # Shielded: a chat cancelled while waiting must not cancel the build for the others.
+        return await asyncio.shield(self.start())
+
+    async def lookup(self, question: str) -> Lookup:
+        """Return the catalogue items ``question`` asks about (none: not a service it has)."""
+        try:
+            catalog = await self.catalog()
+            classification = await catalog.classify(question)
+        except AiProjectError as err:
+            log.warning("service knowledge unavailable: %s", err)
+            return Lookup((), available=False)
+        matches = classification.matches[:MAX_GUIDES]
+        alternatives = tuple(
+            alt for match in matches if match.is_group for alt in match.alternatives
+        )
+        return Lookup(tuple(match.item for match in matches), alternatives)
+
+    async def _build(self) -> ServiceCatalog:
+        assistant = self._settings.assistant
+        items = await asyncio.to_thread(
+            load_catalogue, assistant.catalogue_dirs, builtin=assistant.builtin_catalogue
+        )
+        catalog = await ServiceCatalog.build(
+            items,
+            await self._engines.embedding(),
+            await self._engines.embedding_gate(),
+            cache_dir=self._settings.resolved_models_dir / "assistant",
+        )
+        log.info("service knowledge ready items=%d", len(items))
+        return catalog
