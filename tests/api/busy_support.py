@@ -50,11 +50,13 @@ async def tight_engines(
 async def llm_held(llm: LlamaCppLLM) -> AsyncIterator[None]:
     """Take the model's only chat slot with a long generation until the block ends.
 
-    The decoder does not wait for a reader, so the chat holds its slot while it generates
-    (~1500 greedy tokens of counting); the caller checks ``llm.running`` afterwards.
+    The decoder does not wait for a reader, so the chat must not be able to end by itself:
+    its JSON schema wants more numbers than ``max_tokens`` can hold, so it runs until it is
+    closed here (or for 1500 tokens of constrained decoding: minutes on 2 cores).
     """
-    count = [ChatMessage(Role.USER, "Count from 1 to 2000, separated by commas.")]
-    stream = llm.stream(count, GenerationOptions(max_tokens=1500, temperature=0))
+    numbers = {"type": "array", "items": {"type": "integer"}, "minItems": 5000}
+    options = GenerationOptions(max_tokens=1500, temperature=0, json_schema=numbers)
+    stream = llm.stream([ChatMessage(Role.USER, "List numbers.")], options)
     try:
         async with asyncio.timeout(WAIT_S):
             await anext(stream)
