@@ -205,7 +205,7 @@ async def sessions(
     print(f"\n# sessions speaking at once (echo in a loop), {seconds:g} s window each")
     print(
         "sessions  video fps/session (min)  audio s/s  skipped frames  server CPU %/session"
-        "  load avg  lost"
+        "  load avg  lost  mute"
     )
     for count in counts:
         https = [httpx.AsyncClient(base_url=url, timeout=120) for _ in range(count)]
@@ -220,9 +220,16 @@ async def sessions(
                 continue
             stop = asyncio.Event()
             talkers = [asyncio.create_task(talk_forever(c, stop)) for c in clients]
-            await asyncio.gather(
-                *(c.until(lambda c=c: any(p > SILENT_PEAK for _, p in c.audio)) for c in clients)
+            # Sessions whose speech has not started within a minute (the TTS line is full:
+            # engine-busy) are measured anyway and counted as mute.
+            heard = await asyncio.gather(
+                *(
+                    c.until(lambda c=c: any(p > SILENT_PEAK for _, p in c.audio), 60)
+                    for c in clients
+                ),
+                return_exceptions=True,
             )
+            mute = sum(isinstance(outcome, TimeoutError) for outcome in heard)
             cpu0, t0 = server.cpu_times(), time.perf_counter()
             await asyncio.sleep(seconds)
             cpu1, t1 = server.cpu_times(), time.perf_counter()
@@ -242,7 +249,7 @@ async def sessions(
             print(
                 f"{count:8}  {statistics.mean(fps):9.1f} ({min(fps):4.1f})"
                 f"            {statistics.mean(audio_rate):8.2f}  {skipped:14}"
-                f"  {per:19.1f}  {os.getloadavg()[0]:8.2f}  {lost:4}"
+                f"  {per:19.1f}  {os.getloadavg()[0]:8.2f}  {lost:4}  {mute:4}"
             )
         finally:
             for c in clients:
