@@ -257,6 +257,7 @@ POOL_NAMES = (
     "ocr",
     "image",
     "image-decode",
+    "audio-decode",
     "face-mediapipe",
     "face-dlib",
     "face-onnx",

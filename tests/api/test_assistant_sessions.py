@@ -120,7 +120,7 @@ async def test_sessions_expire(
         return understanding
 
     store = AssistantStore(ctx.db)
-    flow = AssistantFlow(settings, store, loaded, engines.asr, clock=lambda: now[0])
+    flow = AssistantFlow(settings, store, loaded, engines.asr, engines.audio, clock=lambda: now[0])
     try:
         shake = await flow.handshake(HandshakeRequest("u1", {}, text="我想办护照"))
         assert (await flow.sessions.open(shake.hash, "u1")).hash == shake.hash

@@ -87,6 +87,19 @@ async def test_rest_voice_answers_service_busy_503_while_whisper_is_taken(
     assert response.status_code == 200 and response.json()["code"] == 0
 
 
+async def test_rest_voice_is_busy_while_audio_decoding_is_taken(
+    client: httpx.AsyncClient, tight: Engines
+) -> None:
+    # Uploaded audio is decoded in its own bounded pool, not the default thread pool.
+    speech = pcm_of("zh_weather.wav")
+    async with held(tight.audio.pool):
+        response = await client.post("/voiceModel/chat", content=speech)
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "SERVICE_BUSY"
+        assert "audio-decode is busy" in response.json()["msg"]
+        retry_after(response)
+
+
 async def test_rest_picture_is_busy_while_decoding_is_taken_and_costs_no_picture(
     client: httpx.AsyncClient, ctx: AppContext, tight: Engines
 ) -> None:

@@ -29,6 +29,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from aiproject.engines.blocking import BlockingPool
 from aiproject.engines.errors import MediaError
 
 # The same definitions as in ``engines.asr.base``, repeated rather than imported: importing
@@ -248,3 +249,28 @@ def _adts_frame_length(data: bytes, at: int) -> int:
 
 def _adts_chain(data: bytes) -> bool:
     return _adts_frame_length(data, _adts_frame_length(data, 0)) > 0
+
+
+class AudioDecoder:
+    """Decodes uploaded audio in a bounded pool, so that decoding is admission-controlled.
+
+    At most ``workers`` uploads are decoded (and held as samples) at once; more wait in the
+    pool's line and past it are refused with ``EngineBusy``, like every engine.
+    """
+
+    def __init__(self, workers: int = 2) -> None:
+        self.pool = BlockingPool("audio-decode", workers)
+
+    async def decode(
+        self, data: bytes, *, max_bytes: int, max_seconds: float, pcm_sample_rate: int = SAMPLE_RATE
+    ) -> FloatAudio:
+        """Decode ``data`` in the pool (see :func:`decode_audio`)."""
+        return await self.pool.run(
+            lambda: decode_audio(
+                data, max_bytes=max_bytes, max_seconds=max_seconds, pcm_sample_rate=pcm_sample_rate
+            )
+        )
+
+    def shutdown(self) -> None:
+        """Stop the pool."""
+        self.pool.shutdown()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 from aiproject.config import Settings
 from aiproject.engines.asr.base import ASR
+from aiproject.engines.audio import AudioDecoder
 from aiproject.engines.avatar.base import AvatarRenderer
 from aiproject.engines.blocking import AdmissionPolicy, admission_scope
 from aiproject.engines.embedding.base import TextEmbedder
@@ -77,6 +78,7 @@ class Engines:
         self.admission = AdmissionPolicy.from_settings(settings.engines.admission)
         with admission_scope(self.admission):
             self.images = ImageDecoder(settings.engines.admission.decode_workers)
+            self.audio = AudioDecoder(settings.engines.admission.decode_workers)
 
     async def get(self, kind: Kind) -> Any:
         """Return the engine of ``kind``, building it on first use."""
@@ -153,3 +155,4 @@ class Engines:
                 await close()
         self._engines.clear()
         self.images.shutdown()
+        self.audio.shutdown()

@@ -33,7 +33,6 @@ from aiproject.api.assistant.services import FlowServices
 from aiproject.context import AppContext
 from aiproject.domain.assistant.flow_faces import EnrolmentState, FrameBudget
 from aiproject.domain.assistant.session import FlowError, SessionBusy, new_hash
-from aiproject.engines.audio import decode_audio
 from aiproject.engines.errors import BadInput, EngineBusy
 
 log = logging.getLogger(__name__)
@@ -202,8 +201,7 @@ class FlowSocket:
             data, text = await self.receive(timeout_s, lost)
             try:
                 if data is not None:
-                    audio = await asyncio.to_thread(
-                        decode_audio,
+                    audio = await self.services.ctx.engines.audio.decode(
                         data,
                         max_bytes=limits.max_audio_bytes,
                         max_seconds=limits.max_audio_seconds,

@@ -51,7 +51,11 @@ class FlowServices:
         """Return the flow."""
         if self._flow is None:
             self._flow = AssistantFlow(
-                self.ctx.settings, self.store, self.understanding, self.ctx.engines.asr
+                self.ctx.settings,
+                self.store,
+                self.understanding,
+                self.ctx.engines.asr,
+                self.ctx.engines.audio,
             )
         return self._flow
 

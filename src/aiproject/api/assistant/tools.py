@@ -35,7 +35,6 @@ from aiproject.domain.assistant.flow_faces import (
     gallery_for,
 )
 from aiproject.domain.assistant.session import new_hash
-from aiproject.engines.audio import decode_audio
 from aiproject.engines.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -127,8 +126,7 @@ async def stt(ws: WebSocket, tools: _Tools) -> None:
         try:
             if data is None:
                 raise BadInput("expected-audio", "a text message; send the audio as binary")
-            audio = await asyncio.to_thread(
-                decode_audio,
+            audio = await tools.ctx.engines.audio.decode(
                 data,
                 max_bytes=settings.assistant.max_audio_bytes,
                 max_seconds=settings.assistant.max_audio_seconds,

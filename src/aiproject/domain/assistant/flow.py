@@ -32,7 +32,7 @@ from aiproject.domain.assistant.session import (
     new_hash,
 )
 from aiproject.engines.asr.base import ASR
-from aiproject.engines.audio import decode_audio
+from aiproject.engines.audio import AudioDecoder
 from aiproject.store.assistant import (
     CITIZEN_FIELDS,
     AssistantStore,
@@ -112,6 +112,7 @@ class AssistantFlow:
         store: AssistantStore,
         understanding: Callable[[], Awaitable[Understanding]],
         asr: Callable[[], Awaitable[ASR]],
+        audio: AudioDecoder,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
@@ -120,6 +121,7 @@ class AssistantFlow:
         self.sessions = Sessions(store, settings.assistant, clock)
         self._understanding = understanding
         self._asr = asr
+        self._audio = audio
         self._swept: dt.datetime | None = None
 
     def today(self) -> dt.date:
@@ -144,8 +146,7 @@ class AssistantFlow:
             if not text:
                 raise FlowError("empty-text", "input.text is empty")
         else:
-            audio = await asyncio.to_thread(
-                decode_audio,
+            audio = await self._audio.decode(
                 request.audio,
                 max_bytes=limits.max_audio_bytes,
                 max_seconds=limits.max_audio_seconds,

@@ -28,7 +28,7 @@ from aiproject.config import Settings
 from aiproject.domain.avatar.errors import AvatarSessionError, BadToken, SessionNotFound
 from aiproject.domain.avatar.recorder import Recording
 from aiproject.domain.avatar.session import AvatarSession, SessionParts
-from aiproject.engines.audio import decode_audio, sniff_audio_format
+from aiproject.engines.audio import sniff_audio_format
 from aiproject.engines.avatar.base import AvatarRenderer, FloatAudio
 from aiproject.engines.errors import MediaError
 from aiproject.engines.registry import Engines
@@ -132,7 +132,6 @@ class SessionManager:
         self._sessions: dict[int, AvatarSession] = {}
         self._opening = 0
         self._pool = ThreadPoolExecutor(self.settings.render_threads, "avatar-render")
-        self._decoder = ThreadPoolExecutor(1, "avatar-decode")
         self.shelf = RecordingShelf(
             settings.data_dir / "avatar" / "recordings", self.settings.record_retention_s
         )
@@ -245,10 +244,9 @@ class SessionManager:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self._pool.shutdown(wait=True)
-        self._decoder.shutdown(wait=True)
 
     async def decode_upload(self, data: bytes, filename: str) -> FloatAudio:
-        """Decode an uploaded audio file to 16 kHz mono (one upload at a time per process).
+        """Decode an uploaded audio file to 16 kHz mono (in the engines' audio-decode pool).
 
         Any container FFmpeg reads and we recognise by its magic number; headerless 16 kHz
         16-bit PCM only when the file is named ``*.pcm`` or ``*.raw``, so that random bytes
@@ -260,14 +258,11 @@ class SessionManager:
                 "the file is not audio this server reads (WAV, MP3, Ogg, FLAC, M4A/AAC, WebM, "
                 "AMR, AIFF, CAF; or 16 kHz 16-bit PCM named .pcm)",
             )
-        settings = self.settings
-
-        def decode() -> FloatAudio:
-            return decode_audio(
-                data, max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds
-            )
-
-        return await asyncio.get_running_loop().run_in_executor(self._decoder, decode)
+        return await self._engines.audio.decode(
+            data,
+            max_bytes=self.settings.max_audio_bytes,
+            max_seconds=self.settings.max_audio_seconds,
+        )
 
     async def _reap_forever(self) -> None:
         while True:

@@ -23,7 +23,6 @@ import anyio
 from aiproject.config import Settings
 from aiproject.domain.personas import ChatPrompts, ChatSurface
 from aiproject.domain.rest.accounts import Account, Accounts
-from aiproject.engines.audio import decode_audio
 from aiproject.engines.images import ImageLimits, encode_jpeg, sniff_image_format
 from aiproject.engines.llm.base import LLM, ChatMessage, GenerationOptions, Role, UsageMeter
 from aiproject.engines.registry import Engines
@@ -213,8 +212,7 @@ class MeteredModels:
     async def transcribe(self, data: bytes) -> str:
         """Return the text spoken in PCM16 16 kHz mono or an audio file (WAV, ...)."""
         asr_settings = self.settings.engines.asr
-        audio = await asyncio.to_thread(
-            decode_audio,
+        audio = await self.engines.audio.decode(
             data,
             max_bytes=self.settings.limits.max_audio_bytes,
             max_seconds=asr_settings.max_seconds,
