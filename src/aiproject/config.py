@@ -327,6 +327,10 @@ class LimitsSettings(StrictModel):
     max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
     # The whole request body must arrive within this (a client that stalls mid-upload).
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # Bodies over 1 MiB are read at most this many at a time per process (memory: this many
+    # times the largest upload limit); another waits up to upload_wait_s, then is busy.
+    max_concurrent_uploads: int = Field(default=8, ge=1, le=1024)
+    upload_wait_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class FetchSettings(StrictModel):

@@ -40,8 +40,12 @@ def _surface_factories() -> dict[Surface, Callable[[AppContext], ASGIApp]]:
 
 def build_app(surface: Surface, ctx: AppContext) -> ASGIApp:
     """Return the ASGI app of one surface, with request ids, metrics and ``/metrics``."""
+    from aiproject.api.wire.bodies import UPLOADS
     from aiproject.api.wire.observe import Observed
 
+    limits = ctx.settings.limits
+    if (UPLOADS.slots, UPLOADS.wait_s) != (limits.max_concurrent_uploads, limits.upload_wait_s):
+        UPLOADS.configure(limits.max_concurrent_uploads, limits.upload_wait_s)
     token = ctx.settings.surfaces.metrics_token.get_secret_value()
     return Observed(_surface_factories()[surface](ctx), surface.value, token)
 
