@@ -114,9 +114,26 @@ def bind_surface(settings: Settings, surface: Surface) -> Bound:
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to :func:`serve`, shared by all surfaces."""
 
+    def __init__(self, config: uvicorn.Config, bound: Bound) -> None:
+        super().__init__(config)
+        self._bound = bound
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start, then say so: "serving" is logged once the socket accepts connections."""
+        await super().startup(sockets)
+        if self.started:
+            b = self._bound
+            log.info(
+                "serving surface=%s on %s:%d",
+                b.surface.value,
+                b.host,
+                b.port,
+                extra={"surface": b.surface.value, "port": b.port},
+            )
 
 
 async def preload(ctx: AppContext) -> None:
@@ -164,14 +181,7 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
             proxy_headers=bool(settings.surfaces.trusted_proxies),
             forwarded_allow_ips=list(settings.surfaces.trusted_proxies) or None,
         )
-        servers.append(_Server(config))
-        log.info(
-            "serving surface=%s on %s:%d",
-            b.surface.value,
-            b.host,
-            b.port,
-            extra={"surface": b.surface.value, "port": b.port},
-        )
+        servers.append(_Server(config, b))
 
     loop = asyncio.get_running_loop()
 

