@@ -149,6 +149,10 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
     from aiproject.domain.personas.warmup import start_warm_up
 
     surfaces = [only] if only else list(Surface)
+    # avatar.workers > 1: the avatar port is a front process over worker processes, which
+    # load, preload and warm their own engines (aiproject/avatar_workers.py).
+    fronted = Surface.AVATAR in surfaces and settings.avatar.workers > 1
+    here = [s for s in surfaces if not (fronted and s is Surface.AVATAR)]
     bound: list[Bound] = []
     try:
         for surface in surfaces:
@@ -159,18 +163,26 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
         raise
     try:
         ctx = await AppContext.open(settings)
-        if warm:
+        if warm and here:
             await preload(ctx)
         # Each chat surface's fixed prompt, evaluated in the background while serving.
-        warming = start_warm_up(settings, ctx.engines, surfaces)
+        warming = start_warm_up(settings, ctx.engines, here)
     except AiProjectError:
         for b in bound:
             b.sock.close()
         raise
     servers: list[_Server] = []
+    stoppers: list[Callable[[], None]] = []
     for b in bound:
+        if fronted and b.surface is Surface.AVATAR:
+            from aiproject.api.avatar_front import build_front
+
+            app, pool = build_front(ctx, preload=warm)
+            stoppers.append(pool.terminate)  # workers end their sessions while the front drains
+        else:
+            app = build_app(b.surface, ctx)
         config = uvicorn.Config(
-            build_app(b.surface, ctx),
+            app,
             log_config=None,
             access_log=False,
             lifespan="on",
@@ -188,6 +200,8 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
     def stop() -> None:
         for server in servers:
             server.should_exit = True
+        for stopper in stoppers:
+            stopper()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)

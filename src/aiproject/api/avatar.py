@@ -49,7 +49,9 @@ WEB = Path(__file__).resolve().parents[1] / "web" / "avatar"
 TOKEN_HEADER = "x-session-token"
 _KEEPALIVE_S = 15.0
 # Multipart framing and the small fields around an uploaded file.
-_FORM_OVERHEAD = 64 * 1024
+FORM_OVERHEAD = 64 * 1024
+# The worker's private route the front asks for its load (never forwarded from outside).
+LOAD_PATH = "/_worker/load"
 
 MAPPER = ErrorMapper(
     surface="avatar",
@@ -66,19 +68,22 @@ MAPPER = ErrorMapper(
 Shape = Callable[[Failure], dict[str, Any]]
 
 
-def _plain(failure: Failure) -> dict[str, Any]:
+def plain_shape(failure: Failure) -> dict[str, Any]:
+    """Return the body of a failure on most routes."""
     return {"code": -1, "msg": failure.message, "reason": failure.code}
 
 
-def _speaking(failure: Failure) -> dict[str, Any]:
+def speaking_shape(failure: Failure) -> dict[str, Any]:
+    """Return the body of a failure on /is_speaking (``data`` is false)."""
     return {"code": -1, "data": False, "msg": failure.message, "reason": failure.code}
 
 
-def _upload(failure: Failure) -> dict[str, Any]:
+def upload_shape(failure: Failure) -> dict[str, Any]:
+    """Return the body of a failure on /humanaudio, as the spec shows it."""
     return {"code": -1, "msg": "err", "data": failure.message, "reason": failure.code}
 
 
-def failure_body(err: BaseException, shape: Shape = _plain) -> tuple[int, dict[str, Any]]:
+def failure_body(err: BaseException, shape: Shape = plain_shape) -> tuple[int, dict[str, Any]]:
     """Return the status and body of any error: the one place errors map to the wire."""
     if isinstance(err, SessionNotFound):
         return 200, {"code": -1, "data": False, "msg": "Session not found"}
@@ -93,7 +98,7 @@ def failure_body(err: BaseException, shape: Shape = _plain) -> tuple[int, dict[s
 Handler = Callable[[Request], Awaitable[Mapping[str, Any] | Response]]
 
 
-def _route(path: str, handler: Handler, shape: Shape = _plain, method: str = "POST") -> Route:
+def _route(path: str, handler: Handler, shape: Shape = plain_shape, method: str = "POST") -> Route:
     async def endpoint(request: Request) -> Response:
         try:
             result = await handler(request)
@@ -129,12 +134,7 @@ class AvatarApi:
 
     async def offer(self, request: Request) -> Mapping[str, Any]:
         """POST /offer: answer the client's SDP offer with a new session."""
-        body = await self._json(request)
-        sdp, kind = body.get("sdp"), body.get("type", "offer")
-        if not isinstance(sdp, str) or not sdp.strip():
-            raise fields.FieldError("sdp must be the text of the client's SDP offer")
-        if kind != "offer":
-            raise fields.FieldError('type must be "offer"')
+        sdp = offer_sdp(await self._json(request))
         session = await self.manager.open()
         try:
             answer = await avatar_rtc.answer(self.manager, session, sdp)
@@ -162,7 +162,7 @@ class AvatarApi:
 
     async def human_audio(self, request: Request) -> Mapping[str, Any]:
         """POST /humanaudio: play an uploaded audio file with lip movement."""
-        limit = self.avatar.max_audio_bytes + _FORM_OVERHEAD
+        limit = self.avatar.max_audio_bytes + FORM_OVERHEAD
         body = await read_capped(request, limit, self.settings.limits.body_timeout_s)
 
         async def replay() -> dict[str, Any]:
@@ -254,6 +254,16 @@ class AvatarApi:
         )
 
 
+def offer_sdp(body: Mapping[str, Any]) -> str:
+    """Return the SDP of an /offer body, or raise ``bad-request``."""
+    sdp, kind = body.get("sdp"), body.get("type", "offer")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise fields.FieldError("sdp must be the text of the client's SDP offer")
+    if kind != "offer":
+        raise fields.FieldError('type must be "offer"')
+    return sdp
+
+
 async def _event_stream(session: AvatarSession) -> AsyncIterator[bytes]:
     yield encode_json_event(
         {
@@ -267,11 +277,13 @@ async def _event_stream(session: AvatarSession) -> AsyncIterator[bytes]:
         yield encode_json_event(event.data, event.kind.value)
 
 
-async def _page(_request: Request) -> Response:
+async def page(_request: Request) -> Response:
+    """GET /: the demo page."""
     return FileResponse(WEB / "index.html", media_type="text/html")
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
+async def http_error(_request: Request, exc: Exception) -> Response:
+    """Answer unknown paths and wrong methods in the spec's error shape."""
     assert isinstance(exc, HTTPException)
     return JSONResponse(
         {"code": -1, "msg": str(exc.detail), "reason": f"http-{exc.status_code}"},
@@ -280,25 +292,35 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(ctx: AppContext, *extra: BaseRoute) -> Starlette:
-    """Return the spec 05 app (port 8010) with ``extra`` routes such as /health."""
-    manager = SessionManager(ctx.settings, ctx.engines)
+def create_app(ctx: AppContext, *extra: BaseRoute, worker: int = 0, workers: int = 1) -> Starlette:
+    """Return the spec 05 app (port 8010) with ``extra`` routes such as /health.
+
+    ``worker`` of ``workers``: this process serves the sessions whose ``id % workers ==
+    worker`` behind the front process (api/avatar_front.py), which asks ``/_worker/load``.
+    """
+    manager = SessionManager(ctx.settings, ctx.engines, worker=worker, workers=workers)
     api = AvatarApi(ctx, manager)
     routes: list[BaseRoute] = [
         _route("/offer", api.offer),
         _route("/human", api.human),
-        _route("/humanaudio", api.human_audio, _upload),
+        _route("/humanaudio", api.human_audio, upload_shape),
         _route("/set_audiotype", api.set_audiotype),
-        _route("/is_speaking", api.is_speaking, _speaking),
+        _route("/is_speaking", api.is_speaking, speaking_shape),
         _route("/interrupt", api.interrupt),
         _route("/record", api.record),
         _route("/record/{sessionid}", api.download, method="GET"),
         _route("/records/{sessionid}", api.listing, method="GET"),
         _route("/events", api.events, method="GET"),
         *extra,
-        Route("/", _page, methods=["GET"]),
+        Route("/", page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=WEB), name="static"),
     ]
+    if workers > 1:
+
+        async def load(_request: Request) -> Response:
+            return JSONResponse({"load": manager.load, "live": manager.live})
+
+        routes.insert(0, Route(LOAD_PATH, load, methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -316,7 +338,7 @@ def create_app(ctx: AppContext, *extra: BaseRoute) -> Starlette:
         routes=routes,
         middleware=[cors],
         lifespan=lifespan,
-        exception_handlers={HTTPException: _not_found},
+        exception_handlers={HTTPException: http_error},
     )
     app.state.ctx = ctx
     app.state.avatar = manager

@@ -40,6 +40,14 @@ MAX_ID = 2**53 - 1
 REAP_EVERY_S = 1.0
 
 
+def too_many_sessions(max_session: int) -> AvatarSessionError:
+    """Return the refusal of one session more than ``max_session``."""
+    return AvatarSessionError(
+        "too-many-sessions",
+        f"the server already serves its {max_session} sessions; try again later",
+    )
+
+
 @dataclass
 class _Kept:
     session_id: int
@@ -132,9 +140,12 @@ class SessionManager:
         self._sessions: dict[int, AvatarSession] = {}
         self._opening = 0
         self._pool = ThreadPoolExecutor(self.settings.render_threads, "avatar-render")
-        self.shelf = RecordingShelf(
-            settings.data_dir / "avatar" / "recordings", self.settings.record_retention_s
-        )
+        # Each worker process keeps its own directory: a worker sweeping its leftovers at
+        # start must not delete the files another worker is writing or still serving.
+        recordings = settings.data_dir / "avatar" / "recordings"
+        if workers > 1:
+            recordings /= f"worker-{worker}"
+        self.shelf = RecordingShelf(recordings, self.settings.record_retention_s)
         self.shelf.sweep_leftovers()
         self._reaper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -144,6 +155,11 @@ class SessionManager:
     def live(self) -> int:
         """Return how many sessions are open."""
         return len(self._sessions)
+
+    @property
+    def load(self) -> int:
+        """Return how many sessions are open or being opened (what ``max_session`` counts)."""
+        return len(self._sessions) + self._opening
 
     async def renderer(self) -> AvatarRenderer:
         """Return the process's renderer (loaded on first use)."""
@@ -159,12 +175,8 @@ class SessionManager:
 
     async def open(self) -> AvatarSession:
         """Create a session, or raise ``too-many-sessions`` at ``max_session``."""
-        if self.live + self._opening >= self.settings.max_session:
-            raise AvatarSessionError(
-                "too-many-sessions",
-                f"the server already serves its {self.settings.max_session} sessions; "
-                "try again later",
-            )
+        if self.load >= self.settings.max_session:
+            raise too_many_sessions(self.settings.max_session)
         self._opening += 1
         try:
             parts = SessionParts(
@@ -232,6 +244,11 @@ class SessionManager:
         self.shelf.expire()
         return reaped
 
+    async def end_all(self, reason: str) -> None:
+        """End every open session now (the server is stopping: listeners hear why)."""
+        for session_id in list(self._sessions):
+            await self.end(session_id, reason)
+
     async def aclose(self) -> None:
         """End every session and stop the reaper and the render pool."""
         if self._reaper is not None:
@@ -239,8 +256,7 @@ class SessionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
-        for session_id in list(self._sessions):
-            await self.end(session_id, "server-stopped")
+        await self.end_all("server-stopped")
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self._pool.shutdown(wait=True)
