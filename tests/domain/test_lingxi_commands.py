@@ -42,6 +42,22 @@ def catalogue() -> ActionCatalogue:
         ("调一下音量", []),  # the required level was not said
         ("今天天气怎么样", []),
         ("狗的叫声很好听", []),
+        # Talked about, not asked for: an ability, a liking, a why, something told.
+        ("你会跳舞吗", []),
+        ("你喜欢转圈吗", []),
+        ("狗为什么会摇尾巴", []),
+        ("我今天去跳舞了，好累", []),
+        ("昨天看了一场跳舞比赛", []),
+        ("讲个小狗摇尾巴的故事", []),
+        # Still asked for.
+        ("你能跳个舞吗", [("dance", {"duration": 10})]),
+        ("一会跳个舞", [("dance", {"duration": 10})]),
+        ("太吵了", [("volume_down", {})]),
+        ("蹲下", [("sit", {})]),
+        ("朝左边转", [("turn_left", {})]),
+        ("转个身", [("turn_around", {"times": 1})]),
+        ("汪一个", [("bark", {"times": 2})]),
+        ("起来吧", [("stand_up", {})]),
     ],
 )
 def test_phrase_rules_find_the_asked_actions(

@@ -9,8 +9,9 @@ The prompt is laid out so the fixed part is reused and what varies comes last::
 Context rides in the user's turn (in full-width brackets after the question) rather than in a
 system message of its own: measured on Qwen2.5-Coder 1.5B, a trailing system message made it
 read the context's labels aloud and still invent the weather; in the user's turn it did
-neither (docs/benchmarks.md). :class:`AnswerGuard` then checks what is said: a first sentence
-that only repeats the question is not said, and a note's forbidden claims are replaced.
+neither (docs/benchmarks.md). :class:`AnswerGuard` then checks what is said: the context's
+【labels】 are dropped, a first sentence that only repeats the question is not said, and a
+note's forbidden claims are replaced.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from aiproject.domain.assistant.catalog import ServiceItem
 from aiproject.domain.personas.errors import PersonaError
 from aiproject.domain.personas.grounding import ServiceKnowledge, guide
 from aiproject.domain.personas.persona import ChatSurface, Note, Persona, load_persona
+from aiproject.domain.text import speakable
 from aiproject.engines.llm.base import ChatMessage, Role
 from aiproject.engines.registry import Engines
 
@@ -35,8 +37,11 @@ log = logging.getLogger(__name__)
 
 _WEEKDAYS = "一二三四五六日"
 _NOT_WORD = re.compile(r"[\W_]+")
+_LABEL = re.compile(r"【[^】]{0,24}】")
 # A leading piece this long that is part of the question is an echo, not an answer.
 _ECHO_CHARS = 4
+# A piece sharing this many characters in a row with an instruction reads it out.
+_ECHO_RUN = 10
 # Facts a surface may have to look up (the clock is always known).
 DEVICE_FACTS = frozenset({"battery", "volume"})
 
@@ -60,30 +65,43 @@ class TurnContext:
     lines: tuple[str, ...]
     notes: tuple[Note, ...]
     grounded: tuple[ServiceItem, ...] = ()
+    # The lines that instruct the model (all but a service guide, whose facts it may repeat).
+    instructions: tuple[str, ...] = ()
     # True when the question is about a government service the catalogue has no entry for.
     unknown_service: bool = False
 
     def guard(self, question: str) -> AnswerGuard:
         """Return a fresh checker of the answer's spoken pieces."""
-        return AnswerGuard(question, self.notes)
+        return AnswerGuard(question, self.notes, said_for_the_model=self.instructions)
 
 
 class AnswerGuard:
     """Checks an answer piece by piece: no echo of the question, no forbidden claims."""
 
-    def __init__(self, question: str, notes: Sequence[Note] = ()) -> None:
+    def __init__(
+        self, question: str, notes: Sequence[Note] = (), *, said_for_the_model: Sequence[str] = ()
+    ) -> None:
         self._question = _plain(question)
         self._notes = tuple(note for note in notes if note.forbid is not None)
+        self._instructions = [_plain(text) for text in said_for_the_model]
         self._said = False
         self._replaced: set[str] = set()
         self.dropped = 0
 
     def check(self, piece: str) -> str:
         """Return what to say for ``piece``: itself, a note's replacement, or "" (nothing)."""
+        # The context's labels (【设备信息】, 【办事指南】) are for the model, never said.
+        piece = speakable(_LABEL.sub("", piece))
+        if not piece:
+            return ""
         plain = _plain(piece)
         if not self._said and len(plain) >= _ECHO_CHARS and plain in self._question:
             self.dropped += 1
             log.info("persona: dropped an echo of the question")
+            return ""
+        if self._reads_instructions(plain):
+            self.dropped += 1
+            log.info("persona: dropped a piece reading out the turn's instructions")
             return ""
         for note in self._notes:
             if note.forbids(piece):
@@ -96,6 +114,11 @@ class AnswerGuard:
                 break
         self._said = True
         return piece
+
+    def _reads_instructions(self, plain: str) -> bool:
+        """Say whether ``plain`` repeats a run of an instruction (a small model reads them out)."""
+        runs = {plain[i : i + _ECHO_RUN] for i in range(len(plain) - _ECHO_RUN + 1)}
+        return any(run in text for text in self._instructions for run in runs)
 
 
 def _plain(text: str) -> str:
@@ -160,6 +183,8 @@ class ChatPrompts:
             facts |= await device()
         lines = [note.render(facts) for note in notes]
         lines += extra
+        # What tells the model how to answer, not facts it may repeat (the clock, a guide).
+        instructions = tuple([note.text for note in notes if not _fields(note.text)] + list(extra))
         grounded: tuple[ServiceItem, ...] = ()
         unknown = False
         grounding = self.persona.grounding
@@ -169,10 +194,13 @@ class ChatPrompts:
             if grounded:
                 guides = "\n".join(guide(item, found.alternatives) for item in grounded)
                 lines.append(grounding.found.format(guide=guides))
-            elif grounding.is_service_question(question):
+                instructions += (grounding.found.format(guide=""),)
+            elif found.doubtful or grounding.is_service_question(question):
+                # Not surely in the catalogue (or it could not be asked): say so, never guess.
                 unknown = True
                 lines.append(grounding.missing)
-        return TurnContext(tuple(lines), notes, grounded, unknown)
+                instructions += (grounding.missing,)
+        return TurnContext(tuple(lines), notes, grounded, instructions, unknown)
 
     def messages(
         self,

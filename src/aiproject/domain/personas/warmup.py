@@ -18,6 +18,7 @@ from aiproject.domain.lingxi.service import chooser_prefix, commands_by_llm, lin
 from aiproject.domain.personas.persona import ChatSurface
 from aiproject.domain.personas.turns import ChatPrompts, knowledge_for
 from aiproject.engines.llm.base import ChatMessage, warm_in_background
+from aiproject.engines.models import LLM_GGUFS
 from aiproject.engines.registry import Engines
 from aiproject.errors import AiProjectError
 
@@ -50,6 +51,15 @@ def warm_prefixes(settings: Settings, surfaces: Iterable[Surface]) -> list[list[
     return prefixes
 
 
+def _llm_prepared(settings: Settings) -> bool:
+    """Say whether the LLM can load without assembling its model first."""
+    llm = settings.engines.llm
+    if llm.backend != "llama_cpp" or llm.model_path is not None:
+        return True
+    model = LLM_GGUFS.get(llm.model)
+    return model is not None and (settings.resolved_models_dir / model.filename).is_file()
+
+
 def start_warm_up(
     settings: Settings, engines: Engines, surfaces: Iterable[Surface]
 ) -> asyncio.Task[None] | None:
@@ -58,6 +68,11 @@ def start_warm_up(
         return None
     prefixes = warm_prefixes(settings, surfaces)
     if not prefixes:
+        return None
+    if not _llm_prepared(settings):
+        # Joining a packaged model takes minutes: that is `aiproject prepare`'s job (or the
+        # first chat's), not something to start behind every serve.
+        log.info("chat prefixes not warmed: the LLM is not prepared yet (aiproject prepare)")
         return None
 
     async def warm() -> None:
