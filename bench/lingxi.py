@@ -63,6 +63,8 @@ QUESTIONS = [
     "我有点难过。",
     "你最喜欢做什么？",
 ]
+# The engine is timed alone on questions the service was not asked (no cached answer).
+ENGINE_QUESTIONS = ["你喜欢下雨天吗？", "给我唱首歌吧。", "你今天开心吗？", "猫和狗谁更聪明？"]
 GROUNDED = "第一次办身份证要带什么"
 
 
@@ -149,6 +151,17 @@ async def _engine_first_sentence(ctx: AppContext, llm: LLM, question: str) -> fl
     return time.perf_counter() - started
 
 
+async def _context(ctx: AppContext) -> str:
+    """Time what a turn adds before the model reads anything: notes and the catalogue lookup."""
+    prompts = lingxi_prompts(ctx.settings, ctx.engines)
+    took = []
+    for question in [*QUESTIONS, *ENGINE_QUESTIONS]:
+        started = time.perf_counter()
+        await prompts.context(question)
+        took.append(time.perf_counter() - started)
+    return _ms(took)
+
+
 def _q(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -196,8 +209,9 @@ async def turns_section(ctx: AppContext, base_url: str, args: argparse.Namespace
                 f"{_ms([t.end_gap_s for t in got])}",
                 f"{devices} device(s): prompt tokens evaluated per turn (mean) | {per_turn:.1f}",
             ]
-        engine = [await _engine_first_sentence(ctx, llm, q) for q in QUESTIONS[: args.turns]]
+        engine = [await _engine_first_sentence(ctx, llm, q) for q in ENGINE_QUESTIONS]
         rows.append(f"engine alone: first sentence p50 / p95 ms | {_ms(engine)}")
+        rows.append(f"turn context (notes, catalogue lookup) p50 / p95 ms | {await _context(ctx)}")
         before = _evaluated(llm)
         grounded = [await _chat(client, "gov", f"g{n}", GROUNDED) for n in range(2)]
         rows += [

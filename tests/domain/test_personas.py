@@ -153,7 +153,7 @@ async def test_the_guard_never_reads_out_labels_or_instructions(settings: Settin
     chat = await prompts.context(question)
     guard = chat.guard(question)
     assert guard.check("【设备信息】") == ""
-    assert guard.check("我可不知道哦，不许说出任何天气情况或温度。") == ""
+    assert guard.check("我可不知道哦，只说不知道，别编；别的要求照常回答。") == ""
     clock = chat.lines[0].removeprefix("【设备信息】")
     assert guard.check(clock) == clock  # facts given to it may be said
 
@@ -166,8 +166,11 @@ async def test_a_service_question_gets_the_catalogue_guide(
     assert [item.id for item in chat.grounded] == ["id_card_first"]
     [guide] = chat.lines
     assert "【办事指南：身份证首次申领】" in guide and "需要带的材料：1. 居民户口簿原件" in guide
-    assert "工本费20元" in guide and "公安" in guide  # fees and the department
+    assert "工本费" not in guide  # only what was asked: every guide token delays the answer
     assert not chat.unknown_service
+    whole = await prompts.context("我想第一次办身份证")
+    [guide] = whole.lines
+    assert "居民户口簿原件" in guide and "工本费20元" in guide and "公安" in guide
     small_talk = await prompts.context("给我讲个笑话")
     assert small_talk.lines == () and small_talk.grounded == ()
 

@@ -219,7 +219,7 @@ class LingxiService:
             if self.commands_by_llm and not asked:
                 # Alongside the answer, on its own fixed prefix: never a second wait after it.
                 choosing = asyncio.create_task(self._choose_actions(llm, said))
-            messages, guard = await self._prompt(request, said, asked)
+            messages, guard, kept = await self._prompt(request, said, asked)
             await self._stream(llm, messages, voice, emit, spoken, guard)
             if not spoken:
                 emit(Speech(self.settings.fallback_answer, voice))
@@ -235,14 +235,18 @@ class LingxiService:
                 choosing.cancel()
                 await asyncio.wait([choosing])
             if spoken:  # even when superseded or gone: the device said it
-                await asyncio.shield(self._remember(request, _join(spoken)))
+                await asyncio.shield(self._remember(request, _join(spoken), kept))
         if actions:
             emit(Commands(actions))
 
     async def _prompt(
         self, request: ChatRequest, said: str, asked: tuple[Action, ...]
-    ) -> tuple[list[ChatMessage], AnswerGuard]:
-        """Return the turn's prompt and the checker of its answer (history read alongside)."""
+    ) -> tuple[list[ChatMessage], AnswerGuard, str]:
+        """Return the turn's prompt, the checker of its answer and the user turn to remember.
+
+        The user turn is remembered as the model read it, notes and all, so the next turn
+        finds it in the engine's cache; a service guide is left out (long, and said once).
+        """
         names = [spec.description for a in asked if (spec := self.catalogue.get(a.name))]
         doing = [_DOING.format(actions="、".join(names))] if names else []
 
@@ -256,7 +260,9 @@ class LingxiService:
         context, history = await asyncio.gather(
             self.prompts.context(said, device=device, extra=doing), self._history(request)
         )
-        return self.prompts.messages(history, said, context), context.guard(said)
+        messages = self.prompts.messages(history, said, context)
+        kept = said if context.grounded else messages[-1].content
+        return messages, context.guard(said), kept
 
     async def _confirm(
         self, request: ChatRequest, asked: tuple[Action, ...], voice: Voice, emit: Emit
@@ -326,10 +332,10 @@ class LingxiService:
             for turn in turns
         ]
 
-    async def _remember(self, request: ChatRequest, answer: str) -> None:
+    async def _remember(self, request: ChatRequest, answer: str, asked: str = "") -> None:
         if self.settings.history_messages == 0:
             return
-        turns = [Turn("user", request.msg.strip()), Turn("assistant", answer)]
+        turns = [Turn("user", asked or request.msg.strip()), Turn("assistant", answer)]
         await self._store.append(
             request.device_id, request.session_id, turns, keep=self.settings.history_messages
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 
 from aiproject.config import Settings
@@ -44,22 +45,37 @@ class Lookup:
     doubtful: bool = False
 
 
-def guide(item: ServiceItem, alternatives: tuple[ServiceItem, ...] = ()) -> str:
-    """Return an item's guide as prompt text."""
+# The parts of a guide a question asks for ("要带什么": the materials); a question that names
+# none gets the whole guide. Every token of a guide is evaluated before the first word is
+# said (about 40 a second on one busy core), so a guide carries what was asked.
+_ASKS: dict[str, re.Pattern[str]] = {
+    "department": re.compile(r"哪里|哪儿|去哪|在哪|哪个|地点|窗口|地址|部门"),
+    "conditions": re.compile(r"能不能|可以|可不可以|能否|条件|符合|资格|吗"),
+    "materials": re.compile(r"带什么|带啥|材料|证件|需要什么|要什么|准备"),
+    "steps": re.compile(r"怎么办|怎么弄|怎么申请|怎么补|如何|流程|步骤|手续|程序"),
+    "fees": re.compile(r"多少钱|费用|收费|工本费|花多少|免费|要钱"),
+    "time_limit": re.compile(r"多久|几天|多长时间|时限|什么时候|多快"),
+}
+
+
+def guide(item: ServiceItem, alternatives: tuple[ServiceItem, ...] = (), question: str = "") -> str:
+    """Return an item's guide as prompt text: the parts ``question`` asks for, or all."""
+    parts = {
+        "department": f"办理地点：{item.department}",
+        "conditions": f"办理条件：{_numbered(item.conditions)}",
+        "materials": f"需要带的材料：{_numbered(item.materials)}",
+        "steps": f"办理流程：{_numbered(item.steps)}",
+        "fees": f"费用：{item.fees}",
+        "time_limit": f"办理时限：{item.time_limit}",
+    }
+    if item.online:
+        parts["steps"] += f"\n网上办理：{item.online}"
+    asked = [name for name, cue in _ASKS.items() if cue.search(question)] or list(parts)
     lines = [f"【办事指南：{item.name}】"]
     if alternatives:
         names = "、".join(other.name for other in alternatives)
         lines.append(f"（没说清是哪一项；同类事项还有：{names}）")
-    lines += [
-        f"办理地点：{item.department}",
-        f"办理条件：{_numbered(item.conditions)}",
-        f"需要带的材料：{_numbered(item.materials)}",
-        f"办理流程：{_numbered(item.steps)}",
-        f"费用：{item.fees}",
-        f"办理时限：{item.time_limit}",
-    ]
-    if item.online:
-        lines.append(f"网上办理：{item.online}")
+    lines += [parts[name] for name in asked]
     return "\n".join(lines)
 
 

@@ -192,7 +192,7 @@ class ChatPrompts:
             found = await self._knowledge.lookup(question)
             grounded = found.items
             if grounded:
-                guides = "\n".join(guide(item, found.alternatives) for item in grounded)
+                guides = "\n".join(guide(i, found.alternatives, question) for i in grounded)
                 lines.append(grounding.found.format(guide=guides))
                 instructions += (grounding.found.format(guide=""),)
             elif found.doubtful or grounding.is_service_question(question):
