@@ -208,6 +208,8 @@ class _Answer:
             await self._task
         if not self._transcript.done():
             self._transcript.cancel()
+        elif not self._transcript.cancelled():
+            self._transcript.exception()  # seen: a stale answer's failure is nobody's concern
 
     async def _run(self, transcript: Callable[[], Awaitable[Transcript]]) -> None:
         try:
