@@ -8,12 +8,21 @@ receive and decode its streams over loopback (their decoding shares the machine'
 * interrupt: ``/interrupt`` to the first silent audio frame received, p50/p95;
 * sessions: 1, 2, 4, 6, 8 sessions all speaking at once (echo in a loop, TTS running):
   video frames received per second per session, audio seconds per second, frames the
-  sender's clock skipped, and the server's CPU per session;
+  sender's clock skipped, and CPU beside wall time: the server's processes (the front and
+  its workers together) per session and in all, the bench process's own (its clients
+  decode every stream), and the whole machine's (other work on a shared machine shows);
+* all of it for each ``--workers`` value (``avatar.workers``: 1 = one process, no front;
+  2 = a front process and two workers), with a control route's round trip (/is_speaking)
+  so the front's extra hop shows. The servers run side by side and the session rows take
+  turns (``--rounds`` per session count), so that other work on a shared machine weighs on
+  each alike;
 * A/V offset: a recording of N minutes of continuous speech; the lag at which mouth opening
   and loudness correlate best over its last 30 s (0 = in sync).
 
-Usage: ``.venv/bin/python bench/avatar.py [--sessions 1,2,4,6,8] [--seconds 10]
-[--trials 10] [--av-minutes 1]``; models from ``AIPROJECT_MODELS_DIR`` or .cache/models.
+Usage: ``.venv/bin/python bench/avatar.py [--workers 1,2] [--sessions 1,2,4,6,8]
+[--seconds 10] [--rounds 1] [--trials 10] [--av-minutes 1]``; models from
+``AIPROJECT_MODELS_DIR`` or .cache/models. The A/V offset runs with the first ``--workers``
+value only.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,67 +205,111 @@ async def talk_forever(client: Client, stop: asyncio.Event) -> None:
             await asyncio.sleep(0.2)
 
 
-async def sessions(
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """Return the CPU time (user + system) the processes have used so far."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def machine_busy() -> float:
+    """Return the seconds of CPU the whole machine has been busy, all cores together."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+HEADER = (
+    "workers  sessions  per worker  video fps/session (min)  audio s/s  loud %  skipped"
+    "  server CPU % (/session)  bench CPU %  machine CPU %  load avg  lost  mute"
+)
+
+
+def print_header(seconds: float) -> None:
+    print(f"\n# sessions speaking at once (echo in a loop), {seconds:g} s window each")
+    print(
+        "CPU as % of one core over the window: server = the front and its workers together;"
+        " bench = this process (its clients decode every stream); machine = all cores busy."
+        " loud % = audio frames with speech in them"
+    )
+    print(HEADER)
+
+
+async def measure(
     url: str,
-    counts: list[int],
+    count: int,
     seconds: float,
     server: psutil.Process,
     mask: tuple[Mask, float, float],
-) -> None:
-    print(f"\n# sessions speaking at once (echo in a loop), {seconds:g} s window each")
+    workers: int,
+) -> str:
+    """Return one table row: ``count`` sessions all speaking, measured over ``seconds``."""
+    me = psutil.Process()
+    https = [httpx.AsyncClient(base_url=url, timeout=120) for _ in range(count)]
+    clients = [Client(h, *mask, watch_mouth=False) for h in https]
+    try:
+        connected = await asyncio.gather(*(c.connect() for c in clients), return_exceptions=True)
+        failed = [c for c, outcome in zip(clients, connected, strict=True) if outcome]
+        if failed:  # ICE/DTLS did not complete on the loaded machine, or /offer refused
+            return f"{workers:7}  {count:8}  {len(failed)} did not connect: {connected}"
+        spread = [sum(c.sessionid % workers == w for c in clients) for w in range(workers)]
+        stop = asyncio.Event()
+        talkers = [asyncio.create_task(talk_forever(c, stop)) for c in clients]
+        # Sessions whose speech has not started within a minute (the TTS line is full:
+        # engine-busy) are measured anyway and counted as mute.
+        heard = await asyncio.gather(
+            *(c.until(lambda c=c: any(p > SILENT_PEAK for _, p in c.audio), 60) for c in clients),
+            return_exceptions=True,
+        )
+        mute = sum(isinstance(outcome, TimeoutError) for outcome in heard)
+        processes = [server, *server.children(recursive=True)]
+        cpu0, mine0, all0 = cpu_seconds(processes), cpu_seconds([me]), machine_busy()
+        t0 = time.perf_counter()
+        await asyncio.sleep(seconds)
+        cpu1, mine1, all1 = cpu_seconds(processes), cpu_seconds([me]), machine_busy()
+        t1 = time.perf_counter()
+        stop.set()
+        await asyncio.gather(*talkers, return_exceptions=True)
+        # Connections that closed or failed during the window (the server ended them).
+        lost = sum(c.pc.connectionState != "connected" for c in clients)
+        fps, audio_rate, loud, skipped = [], [], [], 0
+        for c in clients:
+            frames = [f for f in c.video if t0 <= f[0] < t1]
+            sound = [p for t, p in c.audio if t0 <= t < t1]
+            fps.append(len(frames) / (t1 - t0))
+            audio_rate.append(len(sound) * 0.02 / (t1 - t0))
+            loud.append(100 * sum(p > SILENT_PEAK for p in sound) / max(len(sound), 1))
+            steps = np.diff([f[1] for f in frames])
+            skipped += int(np.sum(steps // 3600 - 1)) if len(steps) else 0
+        wall = t1 - t0
+        busy = 100 * (cpu1 - cpu0) / wall
+        return (
+            f"{workers:7}  {count:8}  {'+'.join(map(str, spread)):>10}"
+            f"  {statistics.mean(fps):9.1f} ({min(fps):4.1f})"
+            f"            {statistics.mean(audio_rate):8.2f}  {statistics.mean(loud):6.0f}"
+            f"  {skipped:7}  {busy:12.0f} ({busy / count:4.0f})"
+            f"  {100 * (mine1 - mine0) / wall:11.0f}  {100 * (all1 - all0) / wall:13.0f}"
+            f"  {os.getloadavg()[0]:8.2f}  {lost:4}  {mute:4}"
+        )
+    finally:
+        for c in clients:
+            await c.close()
+        for h in https:
+            await h.aclose()
+
+
+async def round_trip(client: Client, trials: int = 50) -> None:
+    waits = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        await client.post("/is_speaking")
+        waits.append(time.perf_counter() - started)
     print(
-        "sessions  video fps/session (min)  audio s/s  skipped frames  server CPU %/session"
-        "  load avg  lost  mute"
+        f"\n# POST /is_speaking round trip, {trials} calls: p50 {1000 * pct(waits, 50):.1f} ms,"
+        f" p95 {1000 * pct(waits, 95):.1f} ms"
     )
-    for count in counts:
-        https = [httpx.AsyncClient(base_url=url, timeout=120) for _ in range(count)]
-        clients = [Client(h, *mask, watch_mouth=False) for h in https]
-        try:
-            connected = await asyncio.gather(
-                *(c.connect() for c in clients), return_exceptions=True
-            )
-            failed = [c for c, outcome in zip(clients, connected, strict=True) if outcome]
-            if failed:  # ICE/DTLS did not complete on the loaded machine, or /offer refused
-                print(f"{count:8}  {len(failed)} of {count} sessions did not connect: {connected}")
-                continue
-            stop = asyncio.Event()
-            talkers = [asyncio.create_task(talk_forever(c, stop)) for c in clients]
-            # Sessions whose speech has not started within a minute (the TTS line is full:
-            # engine-busy) are measured anyway and counted as mute.
-            heard = await asyncio.gather(
-                *(
-                    c.until(lambda c=c: any(p > SILENT_PEAK for _, p in c.audio), 60)
-                    for c in clients
-                ),
-                return_exceptions=True,
-            )
-            mute = sum(isinstance(outcome, TimeoutError) for outcome in heard)
-            cpu0, t0 = server.cpu_times(), time.perf_counter()
-            await asyncio.sleep(seconds)
-            cpu1, t1 = server.cpu_times(), time.perf_counter()
-            stop.set()
-            await asyncio.gather(*talkers, return_exceptions=True)
-            # Connections that closed or failed during the window (the server ended them).
-            lost = sum(c.pc.connectionState != "connected" for c in clients)
-            fps, audio_rate, skipped = [], [], 0
-            for c in clients:
-                frames = [f for f in c.video if t0 <= f[0] < t1]
-                fps.append(len(frames) / (t1 - t0))
-                audio_rate.append(sum(1 for a in c.audio if t0 <= a[0] < t1) * 0.02 / (t1 - t0))
-                steps = np.diff([f[1] for f in frames])
-                skipped += int(np.sum(steps // 3600 - 1)) if len(steps) else 0
-            busy = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-            per = 100 * busy / (t1 - t0) / count
-            print(
-                f"{count:8}  {statistics.mean(fps):9.1f} ({min(fps):4.1f})"
-                f"            {statistics.mean(audio_rate):8.2f}  {skipped:14}"
-                f"  {per:19.1f}  {os.getloadavg()[0]:8.2f}  {lost:4}  {mute:4}"
-            )
-        finally:
-            for c in clients:
-                await c.close()
-            for h in https:
-                await h.aclose()
 
 
 async def av_offset(client: Client, minutes: float) -> None:
@@ -297,7 +351,9 @@ async def av_offset(client: Client, minutes: float) -> None:
     )
 
 
-def start_server(port: int, models: Path, data: Path, max_session: int, voice: str) -> psutil.Popen:
+def start_server(
+    port: int, models: Path, data: Path, max_session: int, voice: str, workers: int
+) -> psutil.Popen:
     env = {
         **({"AIPROJECT_AVATAR__VOICE": voice} if voice else {}),
         **os.environ,
@@ -305,10 +361,75 @@ def start_server(port: int, models: Path, data: Path, max_session: int, voice: s
         "AIPROJECT_MODELS_DIR": str(models),
         "AIPROJECT_SURFACES__AVATAR__PORT": str(port),
         "AIPROJECT_AVATAR__MAX_SESSION": str(max_session),
+        "AIPROJECT_AVATAR__WORKERS": str(workers),
         "AIPROJECT_LOG_LEVEL": "warning",
     }
     command = [sys.executable, "-m", "aiproject.cli", "serve", "--only", "avatar"]
     return psutil.Popen(command, env=env, cwd=REPO)
+
+
+async def wait_serving(url: str, workers: int) -> None:
+    """Wait until the server answers and (with workers) every worker serves."""
+    async with httpx.AsyncClient(timeout=5) as probe:
+        for _ in range(1800):
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                health = (await probe.get(url + "/health")).json()
+                if health.get("workers_ready", 1) == (workers if workers > 1 else 1):
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not come up")
+
+
+@dataclass
+class Served:
+    """A running ``serve --only avatar`` process and how many workers it has."""
+
+    workers: int
+    url: str
+    process: psutil.Popen
+
+
+@contextlib.asynccontextmanager
+async def served(args: argparse.Namespace, workers: int, data: Path) -> AsyncIterator[Served]:
+    """Run a server with ``avatar.workers = workers`` on a port of its own."""
+    models = Path(os.environ.get("AIPROJECT_MODELS_DIR") or REPO / ".cache" / "models")
+    counts = [int(n) for n in args.sessions.split(",")]
+    port = args.port + workers
+    process = start_server(
+        port, models, data / f"server-{workers}", max(counts) + 1, args.voice, workers
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_serving(url, workers)
+        yield Served(workers, url, process)
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+async def first_output(
+    args: argparse.Namespace,
+    server: Served,
+    engines: Engines,
+    shape: tuple[Mask, float, float],
+    *,
+    av: bool,
+) -> None:
+    kind = "one process, no front" if server.workers == 1 else "a front process and its workers"
+    print(f"\n## avatar.workers = {server.workers} ({kind}), load average {os.getloadavg()[0]:.2f}")
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+        client = Client(http, *shape)
+        await client.connect()
+        await client.post("/human", type="echo", text="预热。")  # loads the server's TTS
+        await client.until(lambda: any(p > SILENT_PEAK for _, p in client.audio))
+        await client.quiet()
+        await round_trip(client)
+        voice = args.voice or Settings().avatar.voice
+        await latency(client, engines, args.trials, voice)
+        await interrupts(client, args.trials)
+        if av and args.av_minutes > 0:
+            await av_offset(client, args.av_minutes)
+        await client.close()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -317,46 +438,51 @@ async def main(args: argparse.Namespace) -> None:
     settings = Settings(data_dir=data, models_dir=models)
     renderer = build_renderer(settings, ModelStore(models, Progress(enabled=False)))
     shape = mouth(renderer)
-    counts = [int(n) for n in args.sessions.split(",")]
-    server = start_server(args.port, models, data / "server", max(counts) + 1, args.voice)
-    url = f"http://127.0.0.1:{args.port}"
     engines = Engines(settings, ModelStore(models, Progress(enabled=False)))
+    counts = [int(n) for n in args.sessions.split(",")]
     print(
         f"# avatar bench, {psutil.cpu_count()} cores, load average"
         f" {os.getloadavg()[0]:.2f} at start; {renderer.describe()}"
     )
     try:
-        async with httpx.AsyncClient(timeout=5) as probe:
-            for _ in range(600):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await probe.get(url + "/health")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-            client = Client(http, *shape)
-            await client.connect()
-            await client.post("/human", type="echo", text="预热。")  # loads the server's TTS
-            await client.until(lambda: any(p > SILENT_PEAK for _, p in client.audio))
-            await client.quiet()
-            await latency(client, engines, args.trials, args.voice or settings.avatar.voice)
-            await interrupts(client, args.trials)
-            if args.av_minutes > 0:
-                await av_offset(client, args.av_minutes)
-            await client.close()
-        await sessions(url, counts, args.seconds, server, shape)
+        async with contextlib.AsyncExitStack() as stack:
+            # Every server runs from the start and the rows take turns (each session count
+            # on each server, --rounds times), so that other work on a shared machine
+            # weighs on all of them alike; a server with no session costs next to nothing.
+            servers = [
+                await stack.enter_async_context(served(args, int(w), data))
+                for w in args.workers.split(",")
+            ]
+            for n, server in enumerate(servers):
+                await first_output(args, server, engines, shape, av=n == 0)
+            print_header(args.seconds)
+            for count in counts:
+                for _ in range(args.rounds):
+                    for server in servers:
+                        print(
+                            await measure(
+                                server.url,
+                                count,
+                                args.seconds,
+                                server.process,
+                                shape,
+                                server.workers,
+                            ),
+                            flush=True,
+                        )
     finally:
-        server.terminate()
-        server.wait(30)
         await engines.aclose()
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", default="1,2", help="avatar.workers values, side by side")
     parser.add_argument("--sessions", default="1,2,4,6,8")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1, help="turns per session count")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--av-minutes", type=float, default=1.0)
-    parser.add_argument("--port", type=int, default=18_010)
+    parser.add_argument("--port", type=int, default=18_010, help="plus the workers value")
     parser.add_argument("--voice", default="", help="override avatar.voice (zh-fast, zh-quality)")
     asyncio.run(main(parser.parse_args()))
