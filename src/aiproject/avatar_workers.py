@@ -169,16 +169,25 @@ class WorkerPool:
     async def aclose(self) -> None:
         """Stop every worker (SIGTERM, then SIGKILL after a grace time) and clean up."""
         self.terminate()
-        tasks = [w._task for w in self.workers if w._task is not None]
-        if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+        running = {
+            w.index: asyncio.ensure_future(w.proc.wait())
+            for w in self.workers
+            if w.proc is not None and w.proc.returncode is None
+        }
+        if running:
+            _done, late = await asyncio.wait(running.values(), timeout=STOP_TIMEOUT_S)
+            for worker in self.workers:
+                if running.get(worker.index) in late and worker.proc is not None:
+                    log.warning("avatar worker did not stop; killing it", extra=_tag(worker))
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.proc.kill()
             if late:
-                for worker in self.workers:
-                    if worker.proc is not None and worker.proc.returncode is None:
-                        log.warning("avatar worker did not stop; killing it", extra=_tag(worker))
-                        with contextlib.suppress(ProcessLookupError):
-                            worker.proc.kill()
                 await asyncio.wait(late)
+        # The supervisors may be waiting to start a worker again (a back-off): stop them.
+        tasks = [w._task for w in self.workers if w._task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for worker in self.workers:
             await worker.client.aclose()
             worker.sock.close()
@@ -247,6 +256,8 @@ class WorkerPool:
             *command, stdin=asyncio.subprocess.PIPE, pass_fds=(worker.sock.fileno(),)
         )
         worker.proc = proc
+        if self._stopping:  # stopped while this one was being started
+            proc.send_signal(signal.SIGTERM)
         assert proc.stdin is not None
         blob = pickle.dumps(self.settings)
         proc.stdin.write(_HEADER.pack(len(blob)) + blob)
