@@ -22,6 +22,7 @@ from sqlalchemy import select
 from aiproject.api.surfaces import create_http_app
 from aiproject.config import RestSettings, Settings
 from aiproject.context import AppContext
+from aiproject.domain.personas import ChatSurface, load_persona
 from aiproject.engines.llm.base import ChatMessage, GenerationOptions, Role
 from aiproject.engines.llm.llama_cpp import LlamaCppLLM
 from aiproject.engines.registry import Engines
@@ -389,15 +390,15 @@ async def test_disconnect_stops_generation_and_bills_what_was_generated(
             if ledger := await charges(context):
                 break
             await asyncio.sleep(0.05)
+    # Billed only once the stream closed: no chat is left running, so nothing more is made.
+    assert (llm.running, llm.waiting) == (0, 0)
     stopped_at = llm.tokens_generated_total
-    await asyncio.sleep(0.5)
-
-    assert llm.tokens_generated_total == stopped_at
     produced = stopped_at - generated
     assert len(received) <= produced < 200
     [charge] = ledger
-    # The engine's own prompt count for this dialog, as its final usage would have said.
-    dialog = [ChatMessage(Role.USER, question)]
+    # The engine's own prompt count for this dialog (behind the REST persona's fixed prefix,
+    # as the surface sends it), as its final usage would have said.
+    dialog = [*load_persona(ChatSurface.REST).prefix(), ChatMessage(Role.USER, question)]
     probe = await llm.complete(dialog, GenerationOptions(max_tokens=1, temperature=0))
     assert charge.reason == "chat-interrupted"
     # Exactly what was evaluated and sampled, not an estimate from the text sent.

@@ -115,7 +115,9 @@ async def test_failure_mid_stream_ends_with_an_error_frame_and_bills(client_for:
     client, context = await client_for("/midway")
     async with client:
         who = await identity(client)
-        stream = await client.post("/textModel/stream", json={**who, "dialog": DIALOG})
+        # A dialog with its own system message is sent as it is (no persona put in front).
+        dialog = [{"role": "system", "content": "Be brief."}, *DIALOG]
+        stream = await client.post("/textModel/stream", json={**who, "dialog": dialog})
 
     frames = [json.loads(line) for line in stream.text.splitlines()]
     assert [f["header"]["status"] for f in frames] == [0, 1, 2]
@@ -124,9 +126,9 @@ async def test_failure_mid_stream_ends_with_an_error_frame_and_bills(client_for:
     assert set(last) == {"header"}
     assert last["header"]["code"] == "SERVICE_UNAVAILABLE"
     assert last["header"]["sid"] == frames[0]["header"]["sid"]
-    # The backend's documented estimate: the question (4), 4 template tokens for its message
-    # and "Blue and" (2).
-    assert await ledger(context) == [("chat-interrupted", 10, 10)]
+    # The backend's documented estimate: "Be brief." (3) and the question (4), 4 template
+    # tokens for each of the two messages, and "Blue and" (2).
+    assert await ledger(context) == [("chat-interrupted", 17, 17)]
 
 
 @pytest.mark.parametrize("path", ["/textModel/chat", "/textModel/stream"])
