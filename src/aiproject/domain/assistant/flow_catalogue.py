@@ -14,7 +14,7 @@ from typing import Any
 
 from aiproject.config import Settings
 from aiproject.domain.assistant import record as records
-from aiproject.domain.assistant.catalog import ServiceItem, load_catalogue
+from aiproject.domain.assistant.catalog import ServiceItem
 from aiproject.domain.assistant.classifier import Classification, ServiceCatalog
 from aiproject.domain.assistant.extract import FactExtractor
 from aiproject.domain.assistant.flow_text import flow_text
@@ -22,6 +22,7 @@ from aiproject.domain.assistant.flow_understanding import Understood
 from aiproject.domain.assistant.interview import Interview
 from aiproject.domain.assistant.referee import LLMReferee, referee_wanted
 from aiproject.domain.assistant.session import FlowError
+from aiproject.domain.assistant.shared import shared_catalog
 from aiproject.engines.registry import Engines
 
 
@@ -106,17 +107,7 @@ class CatalogueUnderstanding:
 
 async def load_understanding(settings: Settings, engines: Engines) -> CatalogueUnderstanding:
     """Load the catalogue, embed its examples and load the extractor (once per process)."""
-    items = await asyncio.to_thread(
-        load_catalogue,
-        settings.assistant.catalogue_dirs,
-        builtin=settings.assistant.builtin_catalogue,
-    )
-    catalog = await ServiceCatalog.build(
-        items,
-        await engines.embedding(),
-        await engines.embedding_gate(),
-        cache_dir=settings.resolved_models_dir / "assistant",
-    )
+    catalog = await shared_catalog(settings, engines)  # shared with chat grounding
     extractor = await asyncio.to_thread(FactExtractor.load)
     referee = LLMReferee(catalog, await engines.llm()) if referee_wanted(settings) else None
     return CatalogueUnderstanding(

@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass
 
 from aiproject.config import Settings
-from aiproject.domain.assistant.catalog import ServiceItem, load_catalogue
+from aiproject.domain.assistant.catalog import ServiceItem
 from aiproject.domain.assistant.classifier import ServiceCatalog
+from aiproject.domain.assistant.shared import shared_catalog
 from aiproject.engines.registry import Engines
 from aiproject.errors import AiProjectError
 
@@ -133,15 +134,5 @@ class ServiceKnowledge:
         return Lookup(tuple(match.item for match in matches), alternatives)
 
     async def _build(self) -> ServiceCatalog:
-        assistant = self._settings.assistant
-        items = await asyncio.to_thread(
-            load_catalogue, assistant.catalogue_dirs, builtin=assistant.builtin_catalogue
-        )
-        catalog = await ServiceCatalog.build(
-            items,
-            await self._engines.embedding(),
-            await self._engines.embedding_gate(),
-            cache_dir=self._settings.resolved_models_dir / "assistant",
-        )
-        log.info("service knowledge ready items=%d", len(items))
-        return catalog
+        # The same catalogue object the assistant flow classifies with.
+        return await shared_catalog(self._settings, self._engines)
