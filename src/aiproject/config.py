@@ -550,13 +550,15 @@ class AvatarSettings(StrictModel):
 
     model_config = {"extra": "forbid"}
 
-    # Live sessions one process serves; one more /offer is refused with code -1. One session
-    # costs about a fifth of a core (render + VP8 + Opus) plus its TTS/LLM bursts, so 4 fit
-    # a 2-core machine that also runs the models (see docs/protocols/digital-human.md).
+    # Live sessions the surface serves (all worker processes together); one more /offer is
+    # refused with code -1. One session costs about a fifth of a core (render + VP8 + Opus)
+    # plus its TTS/LLM bursts, so 4 fit a 2-core machine that also runs the models (see
+    # docs/protocols/digital-human.md).
     max_session: int = Field(default=4, ge=1, le=1000)
     # Processes serving sessions. Above 1, a front process on the surface's port spawns and
     # supervises this many workers and routes each session's requests to its worker (media
-    # goes straight to the worker); max_session counts across them. 1: one process, no front.
+    # goes straight to the worker); max_session counts across them. 1: one process, no front
+    # (the default: up to 6 sessions two workers gain nothing and cost ~2 GB, benchmarks.md).
     workers: int = Field(default=1, ge=1, le=64)
     # Control routes always check a session token that is sent (header X-Session-Token or
     # Authorization: Bearer); true makes it mandatory. Downloads always need it.
