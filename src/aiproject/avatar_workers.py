@@ -2,8 +2,8 @@
 
 With ``avatar.workers`` above 1, ``serve`` runs the avatar surface as a front process
 (api/avatar_front.py) and a :class:`WorkerPool` of that many workers. Each worker is a fresh
-Python process (:func:`main`) serving the spec 05 app on a Unix socket the front bound in a
-private (0700) directory and keeps across restarts; it draws session ids with
+Python process (aiproject/avatar_worker.py) serving the spec 05 app on a Unix socket that the
+front bound in a private (0700) directory and keeps across restarts; it draws session ids with
 ``id % workers == index`` so the front knows every session's worker from its id. The settings
 travel pickled over the worker's stdin, which stays open: end of file (the front is gone,
 even killed) stops the worker. A worker that exits is started again (its sessions are gone);
@@ -12,41 +12,33 @@ one that keeps failing at start waits longer each time, up to half a minute.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
-import pickle
 import shutil
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import httpx
-import uvicorn
 from prometheus_client import Counter, Gauge
 
 from aiproject.api.avatar import LOAD_PATH
-from aiproject.config import Settings, Surface
+from aiproject.avatar_worker import settings_frame
+from aiproject.config import Settings
 from aiproject.telemetry import REGISTRY
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 180.0  # imports and the first models on a loaded machine
 STOP_TIMEOUT_S = 30.0  # a worker ends its sessions and finishes its recordings in this time
-_END_SESSIONS_S = 10.0  # then the server stops anyway (it ends what is left itself)
 _QUICK_FAILURE_S = 30.0  # a worker that dies sooner than this after its start is backed off
 _MAX_BACKOFF_S = 30.0
-_HEADER = struct.Struct("!I")
 
 WORKER_UP = Gauge(
     "aiproject_avatar_worker_up",
@@ -241,7 +233,7 @@ class WorkerPool:
         command = [
             sys.executable,
             "-c",
-            "from aiproject.avatar_workers import main; raise SystemExit(main())",
+            "from aiproject.avatar_worker import main; raise SystemExit(main())",
             "--index",
             str(worker.index),
             "--workers",
@@ -259,8 +251,7 @@ class WorkerPool:
         if self._stopping:  # stopped while this one was being started
             proc.send_signal(signal.SIGTERM)
         assert proc.stdin is not None
-        blob = pickle.dumps(self.settings)
-        proc.stdin.write(_HEADER.pack(len(blob)) + blob)
+        proc.stdin.write(settings_frame(self.settings))
         with contextlib.suppress(ConnectionError):
             await proc.stdin.drain()
         log.info("avatar worker started pid=%d", proc.pid, extra=_tag(worker))
@@ -287,137 +278,3 @@ class WorkerPool:
             WORKER_UP.labels(str(worker.index)).set(1)
             self._changed.set()
             log.info("avatar worker ready pid=%d", proc.pid, extra=_tag(worker))
-
-
-# --- inside a worker process ----------------------------------------------------------------
-
-
-class _WorkerTag(logging.Filter):
-    """Put ``worker=<index>`` on every log line of a worker process."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index = index
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Tag the record."""
-        record.worker = self.index
-        return True
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to :func:`serve_worker`."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class _ParentWatch(asyncio.Protocol):
-    """Calls ``gone`` when the front closes the worker's stdin (it stopped or was killed)."""
-
-    def __init__(self, gone: Any) -> None:
-        self._gone = gone
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """The front is gone."""
-        self._gone()
-
-
-async def serve_worker(
-    settings: Settings, index: int, workers: int, sock: socket.socket, *, preload: bool
-) -> None:
-    """Serve the spec 05 app as worker ``index`` of ``workers`` on ``sock`` until told to stop."""
-    from aiproject.api.avatar import create_app
-    from aiproject.api.wire.observe import Observed
-    from aiproject.context import AppContext
-    from aiproject.domain.avatar.manager import SessionManager
-    from aiproject.domain.personas.warmup import start_warm_up
-    from aiproject.server import preload as preload_engines
-
-    ctx = await AppContext.open(settings, migrate=False)  # the front migrated; avatar has no DB
-    warming = None
-    try:
-        if preload:
-            await preload_engines(ctx)
-        warming = start_warm_up(settings, ctx.engines, [Surface.AVATAR])
-        token = settings.surfaces.metrics_token.get_secret_value()
-        avatar = create_app(ctx, worker=index, workers=workers)
-        manager: SessionManager = avatar.state.avatar
-        app = Observed(avatar, "avatar", token)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            ws="none",
-            timeout_graceful_shutdown=5,
-        )
-        server = _Server(config)
-        loop = asyncio.get_running_loop()
-
-        ending: list[asyncio.Task[None]] = []
-
-        async def end_sessions_then_exit() -> None:
-            # Sessions end first, so that their /events streams carry session_end
-            # (server-stopped) and close, and the server need not wait for them.
-            try:
-                async with asyncio.timeout(_END_SESSIONS_S):
-                    await manager.end_all("server-stopped")
-            except TimeoutError:
-                log.warning("avatar sessions did not end within %g s; stopping", _END_SESSIONS_S)
-            finally:
-                server.should_exit = True
-
-        def stop() -> None:
-            if not ending:
-                ending.append(loop.create_task(end_sessions_then_exit()))
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop)
-        await loop.connect_read_pipe(lambda: _ParentWatch(stop), sys.stdin)
-        log.info("avatar worker serving (of %d) pid=%d", workers, os.getpid())
-        await server.serve(sockets=[sock])
-    finally:
-        if warming is not None:
-            warming.cancel()
-            await asyncio.gather(warming, return_exceptions=True)
-        await ctx.aclose()
-
-
-def _read_settings() -> Settings:
-    stream = sys.stdin.buffer
-    header = stream.read(_HEADER.size)
-    if len(header) != _HEADER.size:
-        raise SystemExit("avatar worker: no settings on stdin (started by the front only)")
-    (size,) = _HEADER.unpack(header)
-    settings = pickle.loads(stream.read(size))  # written by our own front process
-    if not isinstance(settings, Settings):
-        raise SystemExit("avatar worker: stdin did not hold settings")
-    return settings
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one worker process (the front starts it; see :class:`WorkerPool`)."""
-    from aiproject.errors import AiProjectError
-    from aiproject.logs import configure
-
-    parser = argparse.ArgumentParser(description="An avatar worker process (started by serve).")
-    parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--workers", type=int, required=True)
-    parser.add_argument("--fd", type=int, required=True, help="the listening Unix socket")
-    parser.add_argument("--preload", action="store_true")
-    args = parser.parse_args(argv)
-    settings = _read_settings()
-    configure(settings.log_level, settings.log_format)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_WorkerTag(args.index))
-    sock = socket.socket(fileno=args.fd)
-    try:
-        asyncio.run(serve_worker(settings, args.index, args.workers, sock, preload=args.preload))
-    except AiProjectError as err:
-        log.error("avatar worker failed: %s", err.message)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0

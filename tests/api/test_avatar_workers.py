@@ -6,11 +6,13 @@ workers over loopback. Sessions land on different workers and both speak at 25 f
 sender's clock; every control route, the event stream, uploads and recording downloads reach
 the session's worker; a killed worker's sessions are not found while the other worker's keep
 streaming, and the worker comes back; ``max_session`` counts across workers; SIGTERM stops
-the front and every worker. Waits are on log lines, frames and events, never on time.
+the front and every worker, and a front killed outright takes its workers with it. Waits are
+on log lines, frames, events and process exits, never on time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import signal
@@ -177,7 +179,7 @@ async def _drive(http: httpx.AsyncClient, c: AvatarClient) -> None:
     download = await http.get(ended["url"], headers={"X-Session-Token": c.token})
     assert download.status_code == 200
     assert download.headers["content-length"] == str(len(download.content))
-    with av.open(io.BytesIO(download.content)) as container:
+    with av.open(io.BytesIO(download.content), "r") as container:
         assert {s.type for s in container.streams} == {"video", "audio"}
         assert sum(1 for _ in container.decode(video=0)) >= 25
     listing = (await http.get(f"/records/{c.sessionid}", params={"token": c.token})).json()
@@ -266,7 +268,7 @@ async def _offer(http: httpx.AsyncClient) -> dict[str, object]:
 
 def _running(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -293,3 +295,16 @@ async def test_max_session_counts_across_workers(tmp_path: Path, renderer: Avata
                     await c.close()
     finally:
         assert await stop_workers([process]) == [0]
+
+
+async def test_workers_stop_when_the_front_is_killed(tmp_path: Path) -> None:
+    process = await _front(tmp_path)
+    try:
+        workers = [psutil.Process(pids[0]) for pids in _pids(process).values()]
+        assert len(workers) == 2
+        process.proc.kill()  # no SIGTERM, no clean-up: the workers' stdin reaches its end
+        await process.proc.wait()
+        _gone, alive = await asyncio.to_thread(psutil.wait_procs, workers, 120)
+        assert not [w for w in alive if _running(w.pid)]
+    finally:
+        await stop_workers([process])
