@@ -20,11 +20,15 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from aiproject.config import Settings, Surface
+
+if TYPE_CHECKING:
+    from aiproject.context import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,11 @@ class _ParentWatch(asyncio.Protocol):
 
 
 class _Stopper:
-    """Ends the worker's sessions, then tells its server to exit (once, whoever asks)."""
+    """Runs the surface's stop hooks, then tells its server to exit (once, whoever asks)."""
 
-    def __init__(self, server: uvicorn.Server, end_all: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, server: uvicorn.Server, ctx: AppContext) -> None:
         self._server = server
-        self._end_all = end_all
+        self._ctx = ctx
         self._task: asyncio.Task[None] | None = None
 
     def __call__(self) -> None:
@@ -96,13 +100,10 @@ class _Stopper:
             self._task = asyncio.get_running_loop().create_task(self._stop())
 
     async def _stop(self) -> None:
-        # Sessions end first, so that their /events streams carry session_end and close,
-        # and the server need not wait for them to time out.
+        # Sessions end first (the avatar's stop hook), so that their /events streams carry
+        # session_end and close, and the server need not wait for them to time out.
         try:
-            async with asyncio.timeout(_END_SESSIONS_S):
-                await self._end_all("server-stopped")
-        except TimeoutError:
-            log.warning("avatar sessions did not end within %g s; stopping", _END_SESSIONS_S)
+            await self._ctx.stopping(_END_SESSIONS_S)
         finally:
             self._server.should_exit = True
 
@@ -134,7 +135,7 @@ async def serve_worker(
             timeout_graceful_shutdown=5,
         )
         server = _Server(config)
-        stop = _Stopper(server, avatar.state.avatar.end_all)
+        stop = _Stopper(server, ctx)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)

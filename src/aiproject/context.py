@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -12,6 +15,10 @@ from aiproject.engines.registry import Engines
 from aiproject.store.db import Database
 from aiproject.store.errors import StoreError
 
+log = logging.getLogger(__name__)
+
+StopHook = Callable[[], Awaitable[None]]
+
 
 @dataclass
 class AppContext:
@@ -20,6 +27,9 @@ class AppContext:
     settings: Settings
     db: Database
     engines: Engines
+    # What a surface does when the server begins to stop, before open connections are
+    # drained (the avatar ends its sessions so that /events listeners hear session_end).
+    stop_hooks: set[StopHook] = field(default_factory=set)
 
     @classmethod
     async def open(
@@ -42,6 +52,21 @@ class AppContext:
             db=db,
             engines=engines or Engines(settings, ModelStore(settings.resolved_models_dir)),
         )
+
+    async def stopping(self, timeout_s: float) -> None:
+        """Run every stop hook at once; give up on those still running after ``timeout_s``."""
+        hooks = [asyncio.ensure_future(hook()) for hook in self.stop_hooks]
+        if not hooks:
+            return
+        done, late = await asyncio.wait(hooks, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and (err := task.exception()) is not None:
+                log.warning("a stop hook failed: %r", err)
+        if late:
+            log.warning("%d stop hook(s) did not finish within %g s", len(late), timeout_s)
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Release the database and engines."""

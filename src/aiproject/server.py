@@ -21,6 +21,8 @@ from aiproject.errors import AiProjectError
 
 log = logging.getLogger(__name__)
 
+_STOP_HOOKS_S = 10.0  # then the servers stop anyway (each app's lifespan ends what is left)
+
 
 class PortError(AiProjectError):
     """A surface's port cannot be bound."""
@@ -198,12 +200,26 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
         servers.append(_Server(config, b))
 
     loop = asyncio.get_running_loop()
+    stopping: asyncio.Task[None] | None = None
+
+    async def drain() -> None:
+        # Surfaces first say goodbye on their open connections (the avatar's session_end),
+        # then the servers stop accepting and drain what is left.
+        try:
+            await ctx.stopping(_STOP_HOOKS_S)
+        finally:
+            for server in servers:
+                server.should_exit = True
 
     def stop() -> None:
-        for server in servers:
-            server.should_exit = True
-        for stopper in stoppers:
-            stopper()
+        nonlocal stopping
+        if stopping is None:
+            for stopper in stoppers:
+                stopper()
+            stopping = loop.create_task(drain(), name="stopping")
+        else:  # asked again: stop now
+            for server in servers:
+                server.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
@@ -214,6 +230,8 @@ async def serve(settings: Settings, only: Surface | None = None, *, warm: bool =
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if stopping is not None:
+            await asyncio.gather(stopping, return_exceptions=True)
         for b in bound:
             b.sock.close()
         if warming is not None:

@@ -6,8 +6,9 @@ workers over loopback. Sessions land on different workers and both speak at 25 f
 sender's clock; every control route, the event stream, uploads and recording downloads reach
 the session's worker; a killed worker's sessions are not found while the other worker's keep
 streaming, and the worker comes back; ``max_session`` counts across workers; SIGTERM stops
-the front and every worker, and a front killed outright takes its workers with it. Waits are
-on log lines, frames, events and process exits, never on time.
+the front and every worker, and a front killed outright takes its workers with it; without
+workers, SIGTERM still ends the sessions (``session_end``) before the server drains. Waits
+are on log lines, frames, events and process exits, never on time.
 """
 
 from __future__ import annotations
@@ -308,3 +309,23 @@ async def test_workers_stop_when_the_front_is_killed(tmp_path: Path) -> None:
         assert not [w for w in alive if _running(w.pid)]
     finally:
         await stop_workers([process])
+
+
+async def test_sigterm_without_workers_ends_the_sessions_first(tmp_path: Path) -> None:
+    """One process (``avatar.workers = 1``) also ends its sessions before draining connections."""
+    [process] = await start_workers(1, tmp_path, _env(workers=1), surface="avatar")
+    stopped = False
+    try:
+        async with httpx.AsyncClient(base_url=process.url, timeout=60) as http:
+            client = AvatarClient(http)
+            await client.connect()
+            try:
+                await client.wait_frames(video=25, audio=50)
+                assert await stop_workers([process]) == [0]
+                stopped = True
+                await client.wait_event("session_end", reason="server-stopped")
+            finally:
+                await client.close()
+    finally:
+        if not stopped:
+            await stop_workers([process])

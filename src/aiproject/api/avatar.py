@@ -322,13 +322,18 @@ def create_app(ctx: AppContext, *extra: BaseRoute, worker: int = 0, workers: int
 
         routes.insert(0, Route(LOAD_PATH, load, methods=["GET"]))
 
+    async def end_sessions() -> None:
+        await manager.end_all("server-stopped")
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         # Load the renderer and the TTS while the first client is still on its way.
         warming = asyncio.create_task(manager.warm(), name="avatar-warm")
+        ctx.stop_hooks.add(end_sessions)
         try:
             yield
         finally:
+            ctx.stop_hooks.discard(end_sessions)
             warming.cancel()
             await asyncio.gather(warming, return_exceptions=True)
             await manager.aclose()
