@@ -352,7 +352,7 @@ async def av_offset(client: Client, minutes: float) -> None:
 
 
 def start_server(
-    port: int, models: Path, data: Path, max_session: int, voice: str, workers: int
+    port: int, models: Path, data: Path, max_session: int, voice: str, workers: int, record_s: float
 ) -> psutil.Popen:
     env = {
         **({"AIPROJECT_AVATAR__VOICE": voice} if voice else {}),
@@ -362,6 +362,8 @@ def start_server(
         "AIPROJECT_SURFACES__AVATAR__PORT": str(port),
         "AIPROJECT_AVATAR__MAX_SESSION": str(max_session),
         "AIPROJECT_AVATAR__WORKERS": str(workers),
+        # The A/V recording must outlast the run (the default cap, 600 s, ends it at 10 min).
+        "AIPROJECT_AVATAR__MAX_RECORD_S": str(record_s),
         "AIPROJECT_LOG_LEVEL": "warning",
     }
     command = [sys.executable, "-m", "aiproject.cli", "serve", "--only", "avatar"]
@@ -395,8 +397,9 @@ async def served(args: argparse.Namespace, workers: int, data: Path) -> AsyncIte
     models = Path(os.environ.get("AIPROJECT_MODELS_DIR") or REPO / ".cache" / "models")
     counts = [int(n) for n in args.sessions.split(",")]
     port = args.port + workers
+    record_s = max(600.0, args.av_minutes * 60 + 120)
     process = start_server(
-        port, models, data / f"server-{workers}", max(counts) + 1, args.voice, workers
+        port, models, data / f"server-{workers}", max(counts) + 1, args.voice, workers, record_s
     )
     url = f"http://127.0.0.1:{port}"
     try:
