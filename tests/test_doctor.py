@@ -15,7 +15,18 @@ from tests.support.ports import free_port
 async def test_every_required_engine_passes_its_smoke_test(engines: Engines) -> None:
     checks = await doctor.check_engines(engines)
     by_name = {check.name: check for check in checks}
-    assert set(by_name) == {"tts", "asr", "vad", "llm", "ocr", "face", "image", "vision"}
+    assert set(by_name) == {
+        "tts",
+        "asr",
+        "vad",
+        "llm",
+        "ocr",
+        "face",
+        "image",
+        "embedding",
+        "avatar",
+        "vision",
+    }
     failed = [check for check in checks if check.required and not check.ok]
     assert failed == []
     # The smoke tests chain real engines: TTS speech is heard by ASR and found by VAD.
@@ -23,6 +34,8 @@ async def test_every_required_engine_passes_its_smoke_test(engines: Engines) -> 
     assert "1 speech span" in by_name["vad"].detail or "2 speech span" in by_name["vad"].detail
     assert "read 'AIPROJECT 2026' (as drawn)" in by_name["ocr"].detail
     assert "qwen2.5-coder" in by_name["llm"].detail
+    assert "nearer '居民身份证申领'" in by_name["embedding"].detail
+    assert "25 frames with the mouth moving" in by_name["avatar"].detail
     assert not by_name["vision"].required
     assert doctor.healthy(checks)
 

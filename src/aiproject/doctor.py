@@ -22,6 +22,8 @@ from aiproject.store.db import Database
 
 SMOKE_SENTENCE = "你好，欢迎使用政务助手。"
 SMOKE_OCR_TEXT = "AIPROJECT 2026"
+SMOKE_QUERY = "我想办身份证"
+SMOKE_PASSAGES = ("居民身份证申领", "机动车驾驶证换证")
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,35 @@ async def _smoke(kind: Kind, engines: Engines, state: _Smoke) -> str:
     if kind is Kind.IMAGE:
         labels = await (await engines.image()).classify(_text_image(), top_k=1)
         return f"top class of a text banner: {labels[0].name!r} ({labels[0].score:.2f})"
+    if kind is Kind.EMBEDDING:
+        return await _smoke_embedding(engines)
+    if kind is Kind.AVATAR:
+        return await _smoke_avatar(engines)
     vision = await engines.vision()
     return "not configured (optional)" if vision is None else f"configured: {vision.describe()}"
+
+
+async def _smoke_embedding(engines: Engines) -> str:
+    """Match a request against a related and an unrelated passage (the assistant's routing)."""
+    embedder = await engines.embedding()
+    [query] = await embedder.embed_queries([SMOKE_QUERY])
+    related, unrelated = await embedder.embed_passages(SMOKE_PASSAGES)
+    near, far = float(query @ related), float(query @ unrelated)
+    if near <= far:
+        raise AiProjectError("embedding-smoke", f"{SMOKE_QUERY!r} matched the unrelated passage")
+    return f"{SMOKE_QUERY!r} nearer {SMOKE_PASSAGES[0]!r} ({near:.2f} vs {far:.2f})"
+
+
+async def _smoke_avatar(engines: Engines) -> str:
+    """Render a second of frames with the mouth moving; report the cost of one frame."""
+    renderer = await engines.avatar()
+    state = renderer.new_state(seed=1)
+    started = time.perf_counter()
+    frames = [renderer.render(state, index, (index % 5) / 4) for index in range(25)]
+    per_frame_ms = (time.perf_counter() - started) * 1000 / len(frames)
+    if all(np.array_equal(frames[0], frame) for frame in frames[1:]):
+        raise AiProjectError("avatar-smoke", "the mouth moved but the frames did not change")
+    return f"25 frames with the mouth moving, {per_frame_ms:.1f} ms per frame (40 ms at 25 fps)"
 
 
 async def _warm_first_token(llm: LLM, settings: Settings) -> str:
@@ -120,7 +149,18 @@ async def check_engines(engines: Engines, *, smoke: bool = True) -> list[Check]:
     """Load and smoke-test every engine kind."""
     checks: list[Check] = []
     state = _Smoke()
-    order = [Kind.TTS, Kind.ASR, Kind.VAD, Kind.LLM, Kind.OCR, Kind.FACE, Kind.IMAGE, Kind.VISION]
+    order = [
+        Kind.TTS,
+        Kind.ASR,
+        Kind.VAD,
+        Kind.LLM,
+        Kind.OCR,
+        Kind.FACE,
+        Kind.IMAGE,
+        Kind.EMBEDDING,
+        Kind.AVATAR,
+        Kind.VISION,
+    ]
     for kind in order:
         required = kind is not Kind.VISION
         try:
