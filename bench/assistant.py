@@ -15,6 +15,7 @@ Usage: ``.venv/bin/python bench/assistant.py [--requests 10] [--frames 40]
 from __future__ import annotations
 
 import argparse
+import collections
 import asyncio
 import base64
 import contextlib
@@ -228,12 +229,19 @@ async def held_connections(tools_port: int, pid: int, count: int) -> dict[str, A
         await asyncio.gather(*(ws.send(b"" if i % 3 != 2 else "") for i, ws in enumerate(sockets)))
         replies = await asyncio.gather(*(ws.recv() for ws in sockets))
         answered = sum(1 for reply in replies if '"message": "error"' in str(reply))
+        others = collections.Counter(
+            f"{path} {str(reply)[:120]}"
+            for i, reply in enumerate(replies)
+            if '"message": "error"' not in str(reply)
+            for path in [("/face_predict", "/stt", "/tts")[i % 3]]
+        )
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     return {
         "connections": count,
         "open_s": opened,
         "answered": answered,
+        "others": others,
         "rss_before_mb": before / 2**20,
         "rss_held_mb": held / 2**20,
         "kb_each": (held - before) / 1024 / count,
@@ -284,6 +292,8 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"{held['connections']} tool sockets held at once (face_predict, stt, tts in turn)")
     print(f"{'opened in':<40} {held['open_s']:>9.1f} s")
     print(f"{'answered a bad frame each':<40} {held['answered']:>9d}")
+    for answer, times in held["others"].most_common():
+        print(f"  other answer x{times}: {answer}")
     print(f"{'server RSS before':<40} {held['rss_before_mb']:>9.1f} MiB")
     print(f"{'server RSS with them':<40} {held['rss_held_mb']:>9.1f} MiB")
     print(f"{'per connection':<40} {held['kb_each']:>9.1f} KiB")

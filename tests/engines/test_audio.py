@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 import wave
 
 import numpy as np
 import pytest
 
 from aiproject.engines.audio import (
+    AudioDecoder,
     check_float_audio,
     decode_audio,
     encode_wav,
@@ -16,7 +19,8 @@ from aiproject.engines.audio import (
     pcm16_to_float,
     sniff_audio_format,
 )
-from aiproject.engines.errors import MediaError
+from aiproject.engines.blocking import Admission
+from aiproject.engines.errors import EngineBusy, MediaError
 from tests.engines.speech_fixtures import (
     RATE,
     Floats,
@@ -250,3 +254,28 @@ def test_check_float_audio_refuses(audio: Floats, code: str) -> None:
     with pytest.raises(MediaError) as caught:
         check_float_audio(audio, max_seconds=2)
     assert caught.value.code == code
+
+
+async def test_the_decoder_refuses_empty_and_oversized_uploads_before_its_full_line() -> None:
+    decoder = AudioDecoder(workers=1, admission=Admission(max_waiting=0))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(60)
+
+    held = asyncio.ensure_future(decoder.pool.run(hold))
+    try:
+        assert await asyncio.to_thread(holding.wait, 60)
+        with pytest.raises(EngineBusy):  # the line is full
+            await decoder.decode(b"\x00\x01" * 800, max_bytes=1 << 20, max_seconds=10)
+        for data, code in [(b"", "empty-audio"), (b"\x00" * 101, "audio-too-large")]:
+            with pytest.raises(MediaError) as refused:
+                await decoder.decode(data, max_bytes=100, max_seconds=10)
+            assert refused.value.code == code
+    finally:
+        release.set()
+        await held
+    audio = await decoder.decode(b"\x00\x01" * 800, max_bytes=1 << 20, max_seconds=10)
+    assert audio.size == 800
+    decoder.shutdown()

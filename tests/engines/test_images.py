@@ -276,6 +276,11 @@ async def test_the_decoder_has_a_bounded_line() -> None:
             await decoder.decode(JPEG)
         assert caught.value.code == "engine-busy"
         assert "image-decode" in caught.value.message
+        # What the header already refuses gets its own error, not a place in the full line.
+        for data, code in [(b"", "empty-image"), (b"no picture", "not-an-image")]:
+            with pytest.raises(MediaError) as refused:
+                await decoder.decode(data)
+            assert refused.value.code == code
     finally:
         release.set()
         await held

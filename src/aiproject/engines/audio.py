@@ -29,7 +29,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from aiproject.engines.blocking import BlockingPool
+from aiproject.engines.blocking import Admission, BlockingPool
 from aiproject.engines.errors import MediaError
 
 # The same definitions as in ``engines.asr.base``, repeated rather than imported: importing
@@ -87,10 +87,7 @@ def decode_audio(
             decoding so a small, highly compressed file cannot expand without bound.
         pcm_sample_rate: The sample rate of headerless PCM (containers carry their own).
     """
-    if not data:
-        raise MediaError("empty-audio", "the audio is empty")
-    if len(data) > max_bytes:
-        raise MediaError("audio-too-large", f"the audio is {len(data)} bytes; at most {max_bytes}")
+    check_audio_bytes(data, max_bytes=max_bytes)
     fmt = sniff_audio_format(data)
     if fmt is None:
         audio = _decode_pcm(data, max_seconds=max_seconds, sample_rate=pcm_sample_rate)
@@ -99,6 +96,14 @@ def decode_audio(
     if audio.size == 0:
         raise MediaError("empty-audio", "the audio has no samples")
     return audio
+
+
+def check_audio_bytes(data: bytes, *, max_bytes: int) -> None:
+    """Refuse empty or oversized uploads (what can be told without decoding)."""
+    if not data:
+        raise MediaError("empty-audio", "the audio is empty")
+    if len(data) > max_bytes:
+        raise MediaError("audio-too-large", f"the audio is {len(data)} bytes; at most {max_bytes}")
 
 
 def check_float_audio(audio: FloatAudio, *, max_seconds: float) -> FloatAudio:
@@ -258,13 +263,18 @@ class AudioDecoder:
     pool's line and past it are refused with ``EngineBusy``, like every engine.
     """
 
-    def __init__(self, workers: int = 2) -> None:
-        self.pool = BlockingPool("audio-decode", workers)
+    def __init__(self, workers: int = 2, admission: Admission | None = None) -> None:
+        self.pool = BlockingPool("audio-decode", workers, admission)
 
     async def decode(
         self, data: bytes, *, max_bytes: int, max_seconds: float, pcm_sample_rate: int = SAMPLE_RATE
     ) -> FloatAudio:
-        """Decode ``data`` in the pool (see :func:`decode_audio`)."""
+        """Decode ``data`` in the pool (see :func:`decode_audio`).
+
+        What can be refused without decoding is refused before taking a place in line, so
+        that an empty or oversized upload gets its own error, never ``EngineBusy``.
+        """
+        check_audio_bytes(data, max_bytes=max_bytes)
         return await self.pool.run(
             lambda: decode_audio(
                 data, max_bytes=max_bytes, max_seconds=max_seconds, pcm_sample_rate=pcm_sample_rate

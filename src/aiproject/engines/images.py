@@ -206,7 +206,13 @@ class ImageDecoder:
     async def decode(
         self, data: bytes, limits: ImageLimits | None = None, *, max_side: int | None = None
     ) -> RGBImage:
-        """Decode ``data`` in the pool (see :func:`decode_image`)."""
+        """Decode ``data`` in the pool (see :func:`decode_image`).
+
+        The header is read first, outside the pool: what is not a picture, or is too large
+        or too small, is refused with its own error before taking a place in line (never
+        ``EngineBusy``).
+        """
+        image_size(data, limits)
         return await self.pool.run(lambda: decode_image(data, limits, max_side=max_side))
 
     async def run(self, fn: Callable[[], T]) -> T:
