@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from aiproject.config import Settings
-from aiproject.engines.registry import Engines
-from tests.support.avatar import Served, avatar_server
+from tests.support.avatar import Served
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -32,12 +29,6 @@ WAIT_MS = 120_000
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/install.sh --test)"
 )
-
-
-@pytest.fixture
-async def served(settings: Settings, engines: Engines) -> AsyncIterator[Served]:
-    async with avatar_server(settings, engines) as server:
-        yield server
 
 
 def _shots(tmp_path: Path) -> Path:

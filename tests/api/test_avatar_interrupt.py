@@ -33,12 +33,6 @@ AFTER = 100  # audio frames (2 s) that must stay silent after an interrupt took 
 
 
 @pytest.fixture
-async def served(settings: Settings, engines: Engines) -> AsyncIterator[Served]:
-    async with avatar_server(settings, engines) as server:
-        yield server
-
-
-@pytest.fixture
 async def client(served: Served) -> AsyncIterator[AvatarClient]:
     async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
         avatar = AvatarClient(http)

@@ -16,24 +16,15 @@ import httpx
 import numpy as np
 import pytest
 
-from aiproject.config import Settings
-from aiproject.engines.registry import Engines
 from tests.support.avatar import (
     AvatarClient,
     Served,
-    avatar_server,
     mouth_level,
     mouth_mask,
     rest_and_open,
 )
 
 TEXT = "大家好，欢迎来到我们的直播间。今天给大家介绍一款新产品。"
-
-
-@pytest.fixture
-async def served(settings: Settings, engines: Engines) -> AsyncIterator[Served]:
-    async with avatar_server(settings, engines) as server:
-        yield server
 
 
 @pytest.fixture

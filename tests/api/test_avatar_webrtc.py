@@ -30,12 +30,6 @@ ECHO = "你好，我是数字人。今天天气很好，我们一起出去走走
 
 
 @pytest.fixture
-async def served(settings: Settings, engines: Engines) -> AsyncIterator[Served]:
-    async with avatar_server(settings, engines) as server:
-        yield server
-
-
-@pytest.fixture
 async def client(served: Served) -> AsyncIterator[AvatarClient]:
     async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
         avatar = AvatarClient(http, mask=mouth_mask(served.renderer))
