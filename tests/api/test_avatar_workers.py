@@ -174,7 +174,9 @@ async def _drive(http: httpx.AsyncClient, c: AvatarClient) -> None:
     assert await c.wait_event("speaking_start", utterance=2) == {"utterance": 2, "kind": "audio"}
 
     started = await c.post("/record", type="start_record")
-    await c.wait_frames(video=25, after=c.next_seq())
+    # Frames already on their way when the recording began reach the client but not the
+    # recording (at most the 200-ms queue, 5 frames): wait for 30 to be sure of 25 recorded.
+    await c.wait_frames(video=30, after=c.next_seq())
     ended = await c.post("/record", type="end_record")
     assert ended["code"] == 0 and ended["name"] == started["name"]
     download = await http.get(ended["url"], headers={"X-Session-Token": c.token})

@@ -59,8 +59,16 @@ async def avatar_server(settings: Settings, engines: Engines) -> AsyncIterator[S
     ctx = AppContext(settings=settings, db=db, engines=engines)
     app = create_app(ctx)
     port = free_port()
+    # Idle keep-alive connections stay open for the test: uvicorn closes them after 5 s by
+    # default, and a request sent on one at that instant fails with a reset (ReadError).
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws="none"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        ws="none",
+        timeout_keep_alive=int(WAIT_S),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())
