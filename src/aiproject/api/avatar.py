@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,39 @@ def failure_body(err: BaseException, shape: Shape = plain_shape) -> tuple[int, d
 
 
 Handler = Callable[[Request], Awaitable[Mapping[str, Any] | Response]]
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """What answers each route of spec 05 (one process's sessions, or the front's relay)."""
+
+    offer: Handler
+    human: Handler
+    human_audio: Handler
+    set_audiotype: Handler
+    is_speaking: Handler
+    interrupt: Handler
+    record: Handler
+    download: Handler
+    listing: Handler
+    events: Handler
+
+
+def spec_routes(handlers: Handlers) -> list[BaseRoute]:
+    """Return the routes of spec 05, each with its error shape; the same table for both apps."""
+    h = handlers
+    return [
+        _route("/offer", h.offer),
+        _route("/human", h.human),
+        _route("/humanaudio", h.human_audio, upload_shape),
+        _route("/set_audiotype", h.set_audiotype),
+        _route("/is_speaking", h.is_speaking, speaking_shape),
+        _route("/interrupt", h.interrupt),
+        _route("/record", h.record),
+        _route("/record/{sessionid}", h.download, method="GET"),
+        _route("/records/{sessionid}", h.listing, method="GET"),
+        _route("/events", h.events, method="GET"),
+    ]
 
 
 def _route(path: str, handler: Handler, shape: Shape = plain_shape, method: str = "POST") -> Route:
@@ -300,17 +334,20 @@ def create_app(ctx: AppContext, *extra: BaseRoute, worker: int = 0, workers: int
     """
     manager = SessionManager(ctx.settings, ctx.engines, worker=worker, workers=workers)
     api = AvatarApi(ctx, manager)
+    handlers = Handlers(
+        offer=api.offer,
+        human=api.human,
+        human_audio=api.human_audio,
+        set_audiotype=api.set_audiotype,
+        is_speaking=api.is_speaking,
+        interrupt=api.interrupt,
+        record=api.record,
+        download=api.download,
+        listing=api.listing,
+        events=api.events,
+    )
     routes: list[BaseRoute] = [
-        _route("/offer", api.offer),
-        _route("/human", api.human),
-        _route("/humanaudio", api.human_audio, upload_shape),
-        _route("/set_audiotype", api.set_audiotype),
-        _route("/is_speaking", api.is_speaking, speaking_shape),
-        _route("/interrupt", api.interrupt),
-        _route("/record", api.record),
-        _route("/record/{sessionid}", api.download, method="GET"),
-        _route("/records/{sessionid}", api.listing, method="GET"),
-        _route("/events", api.events, method="GET"),
+        *spec_routes(handlers),
         *extra,
         Route("/", page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=WEB), name="static"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -41,14 +41,11 @@ from aiproject.api import avatar_fields as fields
 from aiproject.api.avatar import (
     FORM_OVERHEAD,
     WEB,
-    Shape,
-    failure_body,
+    Handlers,
     http_error,
     offer_sdp,
     page,
-    plain_shape,
-    speaking_shape,
-    upload_shape,
+    spec_routes,
 )
 from aiproject.api.wire.bodies import decode_json, read_capped
 from aiproject.api.wire.observe import METRICS_PATH, Observed
@@ -247,20 +244,6 @@ async def _relay(upstream: httpx.Response, worker: Worker, sse: bool) -> AsyncIt
             yield encode_json_event({"reason": "worker-failed"}, "session_end")
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _route(path: str, handler: Handler, shape: Shape = plain_shape, method: str = "POST") -> Route:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as err:
-            status, body = failure_body(err, shape)
-            return JSONResponse(body, status_code=status)
-
-    return Route(path, endpoint, methods=[method])
-
-
 class WorkerMetrics:
     """Serves ``GET /metrics?worker=N`` from worker N; everything else goes to ``app``."""
 
@@ -295,17 +278,20 @@ class WorkerMetrics:
 def create_front_app(ctx: AppContext, pool: WorkerPool) -> Starlette:
     """Return the front of the avatar surface over ``pool``'s worker processes."""
     front = AvatarFront(ctx, pool)
+    handlers = Handlers(
+        offer=front.offer,
+        human=front.control,
+        human_audio=front.human_audio,
+        set_audiotype=front.control,
+        is_speaking=front.control,
+        interrupt=front.control,
+        record=front.control,
+        download=front.recordings,
+        listing=front.recordings,
+        events=front.events,
+    )
     routes: list[BaseRoute] = [
-        _route("/offer", front.offer),
-        _route("/human", front.control),
-        _route("/humanaudio", front.human_audio, upload_shape),
-        _route("/set_audiotype", front.control),
-        _route("/is_speaking", front.control, speaking_shape),
-        _route("/interrupt", front.control),
-        _route("/record", front.control),
-        _route("/record/{sessionid}", front.recordings, method="GET"),
-        _route("/records/{sessionid}", front.recordings, method="GET"),
-        _route("/events", front.events, method="GET"),
+        *spec_routes(handlers),
         Route("/health", front.health, methods=["GET"]),
         Route("/", page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=WEB), name="static"),
