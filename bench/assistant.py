@@ -15,9 +15,9 @@ Usage: ``.venv/bin/python bench/assistant.py [--requests 10] [--frames 40]
 from __future__ import annotations
 
 import argparse
-import collections
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import socket
