@@ -264,6 +264,9 @@ POOL_NAMES = (
     "embedding-e5",
     "embedding-use",
 )
+# The pools that decode uploads: quick jobs (tens of ms) whose waiting holds only the upload's
+# bytes, so their line is [engines.admission] decode_max_waiting, longer than the engines'.
+DECODE_POOLS = ("image-decode", "audio-decode")
 
 
 class PoolAdmission(StrictModel):
@@ -282,6 +285,9 @@ class AdmissionSettings(StrictModel):
     max_wait_s: float = Field(default=30.0, gt=0)
     # Threads decoding uploaded images (each holds one decoded picture in memory).
     decode_workers: int = Field(default=2, ge=1, le=16)
+    # Jobs that may wait for the decode threads (DECODE_POOLS). With 8, twenty clients sending
+    # photos at once got a busy answer for one in five where waiting would have cost ~0.5 s.
+    decode_max_waiting: int = Field(default=32, ge=0)
     # Per-pool lines, by pool name (see POOL_NAMES), e.g. {"asr-whisper": {"max_waiting": 4}}.
     pools: dict[str, PoolAdmission] = {}
 

@@ -25,7 +25,12 @@ from aiproject.engines.registry import Engines
 WAIT_S = 120.0
 TIGHT: dict[str, Any] = {
     "llm": {"model": "qwen2.5-0.5b", "n_ctx": 2048, "parallel": 1, "max_waiting": 0},
-    "admission": {"max_waiting": 0, "max_wait_s": 900, "decode_workers": 1},
+    "admission": {
+        "max_waiting": 0,
+        "max_wait_s": 900,
+        "decode_workers": 1,
+        "decode_max_waiting": 0,
+    },
 }
 
 

@@ -318,7 +318,8 @@ def test_pools_take_their_line_from_the_policy_in_scope() -> None:
             "admission": {
                 "max_waiting": 3,
                 "max_wait_s": 7,
-                "pools": {"asr-whisper": {"max_waiting": 1}},
+                "decode_max_waiting": 20,
+                "pools": {"asr-whisper": {"max_waiting": 1}, "audio-decode": {"max_wait_s": 2}},
             }
         }
     )
@@ -326,9 +327,14 @@ def test_pools_take_their_line_from_the_policy_in_scope() -> None:
     with admission_scope(policy):
         asr = BlockingPool("asr-whisper")
         ocr = BlockingPool("ocr")
+        pictures = BlockingPool("image-decode")
+        sounds = BlockingPool("audio-decode")
     outside = BlockingPool("ocr")
     assert asr.admission == Admission(max_waiting=1, max_wait_s=7)
     assert ocr.admission == Admission(max_waiting=3, max_wait_s=7)
+    # The decode pools have their own, longer line; a pool entry overrides only what it names.
+    assert pictures.admission == Admission(max_waiting=20, max_wait_s=7)
+    assert sounds.admission == Admission(max_waiting=20, max_wait_s=2)
     assert outside.admission == Admission()  # no policy: no limit
     assert policy.pool("asr-whisper") is asr and policy.pool("ocr") is ocr
     with pytest.raises(KeyError, match="asr-sherpa"):

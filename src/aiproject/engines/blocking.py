@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import anyio
 
-from aiproject.config import AdmissionSettings
+from aiproject.config import DECODE_POOLS, AdmissionSettings
 from aiproject.engines.errors import EngineBusy, EngineUnavailable
 from aiproject.telemetry import (
     ENGINE_BUSY,
@@ -72,13 +72,15 @@ class AdmissionPolicy:
     def from_settings(cls, settings: AdmissionSettings) -> AdmissionPolicy:
         """Return the policy ``[engines.admission]`` describes."""
         default = Admission(settings.max_waiting, settings.max_wait_s)
-        overrides = {
-            name: Admission(
-                default.max_waiting if line.max_waiting is None else line.max_waiting,
-                default.max_wait_s if line.max_wait_s is None else line.max_wait_s,
+        decode = Admission(settings.decode_max_waiting, settings.max_wait_s)
+        bases = dict.fromkeys(DECODE_POOLS, decode)
+        overrides = dict(bases)
+        for name, line in settings.pools.items():
+            base = bases.get(name, default)
+            overrides[name] = Admission(
+                base.max_waiting if line.max_waiting is None else line.max_waiting,
+                base.max_wait_s if line.max_wait_s is None else line.max_wait_s,
             )
-            for name, line in settings.pools.items()
-        }
         return cls(default, overrides)
 
     def for_pool(self, name: str) -> Admission:
