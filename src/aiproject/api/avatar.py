@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Lifespan
 
 from aiproject.api import avatar_fields as fields
 from aiproject.api import avatar_rtc
@@ -115,8 +116,28 @@ class Handlers:
     events: Handler
 
 
-def spec_routes(handlers: Handlers) -> list[BaseRoute]:
-    """Return the routes of spec 05, each with its error shape; the same table for both apps."""
+def spec_app(
+    handlers: Handlers, extra: Sequence[BaseRoute], lifespan: Lifespan[Starlette]
+) -> Starlette:
+    """Return an app of spec 05 (one process's, or the front's): the spec's routes, each with
+    its error shape, then ``extra``, the page and its files; CORS open, errors in the spec's
+    shape."""
+    routes: list[BaseRoute] = [
+        *_spec_routes(handlers),
+        *extra,
+        Route("/", page, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=WEB), name="static"),
+    ]
+    cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
+    return Starlette(
+        routes=routes,
+        middleware=[cors],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
+
+
+def _spec_routes(handlers: Handlers) -> list[BaseRoute]:
     h = handlers
     return [
         _route("/offer", h.offer),
@@ -346,18 +367,13 @@ def create_app(ctx: AppContext, *extra: BaseRoute, worker: int = 0, workers: int
         listing=api.listing,
         events=api.events,
     )
-    routes: list[BaseRoute] = [
-        *spec_routes(handlers),
-        *extra,
-        Route("/", page, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=WEB), name="static"),
-    ]
+    routes = list(extra)
     if workers > 1:
 
         async def load(_request: Request) -> Response:
             return JSONResponse({"load": manager.load, "live": manager.live})
 
-        routes.insert(0, Route(LOAD_PATH, load, methods=["GET"]))
+        routes.append(Route(LOAD_PATH, load, methods=["GET"]))
 
     async def end_sessions() -> None:
         await manager.end_all("server-stopped")
@@ -375,13 +391,7 @@ def create_app(ctx: AppContext, *extra: BaseRoute, worker: int = 0, workers: int
             await asyncio.gather(warming, return_exceptions=True)
             await manager.aclose()
 
-    cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
-    app = Starlette(
-        routes=routes,
-        middleware=[cors],
-        lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
-    )
+    app = spec_app(handlers, routes, lifespan)
     app.state.ctx = ctx
     app.state.avatar = manager
     return app

@@ -28,24 +28,18 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aiproject import __version__
 from aiproject.api import avatar_fields as fields
 from aiproject.api.avatar import (
     FORM_OVERHEAD,
-    WEB,
     Handlers,
-    http_error,
     offer_sdp,
-    page,
-    spec_routes,
+    spec_app,
 )
 from aiproject.api.wire.bodies import decode_json, read_capped
 from aiproject.api.wire.observe import METRICS_PATH, Observed
@@ -290,12 +284,6 @@ def create_front_app(ctx: AppContext, pool: WorkerPool) -> Starlette:
         listing=front.recordings,
         events=front.events,
     )
-    routes: list[BaseRoute] = [
-        *spec_routes(handlers),
-        Route("/health", front.health, methods=["GET"]),
-        Route("/", page, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=WEB), name="static"),
-    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -305,13 +293,7 @@ def create_front_app(ctx: AppContext, pool: WorkerPool) -> Starlette:
         finally:
             await pool.aclose()
 
-    cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
-    app = Starlette(
-        routes=routes,
-        middleware=[cors],
-        lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
-    )
+    app = spec_app(handlers, [Route("/health", front.health, methods=["GET"])], lifespan)
     app.state.ctx = ctx
     app.state.pool = pool
     return app
